@@ -1,0 +1,3 @@
+from imagecloud.cli import main
+
+main()

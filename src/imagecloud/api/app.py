@@ -1,0 +1,71 @@
+"""FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from anyio import CapacityLimiter
+from fastapi import FastAPI, Request
+from starlette.responses import JSONResponse, Response
+
+from imagecloud import __version__
+from imagecloud.api import vendor
+from imagecloud.api.limits import TOO_LARGE_BODY, BodySizeLimit, BodyTooLarge
+from imagecloud.service.service import Service
+
+log = logging.getLogger(__name__)
+
+
+def create_app(service: Service) -> FastAPI:
+    """An app serving ``service``; the lifespan migrates the database and loads the index before serving."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.vision_limiter = CapacityLimiter(max(1, service.settings.vision_workers))
+        await anyio.to_thread.run_sync(service.start)
+        yield
+        service.db.dispose()
+
+    app = FastAPI(
+        title="imagecloud",
+        version=__version__,
+        summary="Image cloud recognition: enrol target images, find them in camera photos.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.include_router(vendor.router)
+
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(_request: Request, _exc: BodyTooLarge) -> Response:
+        return Response(TOO_LARGE_BODY, status_code=413, media_type="application/json")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        database = await anyio.to_thread.run_sync(service.database_ok)
+        ready = service.ready and database
+        body = {"status": "ready" if ready else "not ready", "index": service.ready, "database": database}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/files/{blob_key}")
+    async def image_file(blob_key: str, request: Request) -> Response:
+        if len(blob_key) != 32 or not all(c in "0123456789abcdef" for c in blob_key):
+            return Response(status_code=404)
+        found = await anyio.to_thread.run_sync(service.image_file, blob_key)
+        if found is None:
+            return Response(status_code=404)
+        data, content_type = found
+        # A blob never changes under its key (an update makes a new key), so it may be cached for good.
+        headers = {"ETag": f'"{blob_key}"', "Cache-Control": "public, max-age=31536000, immutable"}
+        if request.headers.get("if-none-match") == headers["ETag"]:
+            return Response(status_code=304, headers=headers)
+        return Response(data, media_type=content_type, headers=headers)
+
+    app.add_middleware(BodySizeLimit, max_bytes=service.settings.max_request_bytes)
+    return app

@@ -1,0 +1,183 @@
+"""The vendor endpoints (AddImage … FindImage) and our form-based extensions.
+
+Each handler parses the form, hands plain strings and the upload to the service in a worker thread, and
+lets ``responses`` shape the answer. Image work runs under a limiter sized to the cores.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Request
+from sqlalchemy.exc import OperationalError
+from starlette.responses import Response
+
+from imagecloud.api.forms import Form, read_form, require_file
+from imagecloud.api.responses import failure, success
+from imagecloud.errors import ImageCloudError, SystemBusy
+from imagecloud.service.service import Service
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+Handler = Callable[[Request, Service, Form], Awaitable[dict[str, Any]]]
+
+
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+async def _in_thread(request: Request, func: Callable[[], dict[str, Any]], *, vision: bool) -> dict[str, Any]:
+    limiter = request.app.state.vision_limiter if vision else None
+    return await anyio.to_thread.run_sync(func, limiter=limiter)
+
+
+def vendor_endpoint(path: str, *, multipart_only: bool) -> Callable[[Handler], Handler]:
+    """Register ``handler`` at ``path`` (POST) with the shared parsing and result-code mapping."""
+
+    def register(handler: Handler) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            service = _service(request)
+            try:
+                form = await read_form(
+                    request,
+                    multipart_only=multipart_only,
+                    max_field_bytes=max(service.settings.max_metadata_bytes * 4, 64 * 1024),
+                )
+                return success(await handler(request, service, form))
+            except ImageCloudError as error:
+                log.info("%s -> %d (%s)", path, error.returncode, error.detail or error.message)
+                return failure(error)
+            except OperationalError as error:
+                # The database is locked or unreachable: nothing was changed, the caller may retry.
+                log.warning("%s -> 20015: %s", path, error)
+                return failure(SystemBusy(str(error)))
+
+        # A fresh function per path (not functools.wraps): FastAPI reads the signature to build parameters.
+        endpoint.__name__ = handler.__name__
+        endpoint.__doc__ = handler.__doc__
+        router.add_api_route(path, endpoint, methods=["POST"], name=path.strip("/"))
+        return handler
+
+    return register
+
+
+@vendor_endpoint("/AddImage", multipart_only=True)
+async def add_image(request: Request, service: Service, form: Form) -> dict[str, Any]:
+    upload = require_file(form)
+    call = partial(
+        service.add_image,
+        form.get("username"),
+        form.get("secretkey"),
+        form.get("channel"),
+        form.get("identifier"),
+        form.get("metadata"),
+        upload,
+    )
+    return await _in_thread(request, call, vision=True)
+
+
+@vendor_endpoint("/RemoveImage", multipart_only=False)
+async def remove_image(request: Request, service: Service, form: Form) -> dict[str, Any]:
+    call = partial(
+        service.remove_image,
+        form.get("username"),
+        form.get("secretkey"),
+        form.get("channel"),
+        form.get("identifier"),
+    )
+    return await _in_thread(request, call, vision=False)
+
+
+@vendor_endpoint("/GetImages", multipart_only=False)
+async def get_images(request: Request, service: Service, form: Form) -> dict[str, Any]:
+    call = partial(
+        service.get_images,
+        form.get("username"),
+        form.get("secretkey"),
+        form.get("channel"),
+        form.get("position"),
+        form.get("count"),
+    )
+    return await _in_thread(request, call, vision=False)
+
+
+@vendor_endpoint("/GetImage", multipart_only=False)
+async def get_image(request: Request, service: Service, form: Form) -> dict[str, Any]:
+    call = partial(
+        service.get_image,
+        form.get("username"),
+        form.get("secretkey"),
+        form.get("channel"),
+        form.get("identifier"),
+    )
+    return await _in_thread(request, call, vision=False)
+
+
+@vendor_endpoint("/Statistics", multipart_only=False)
+async def statistics(request: Request, service: Service, form: Form) -> dict[str, Any]:
+    call = partial(
+        service.statistics,
+        form.get("username"),
+        form.get("secretkey"),
+        form.get("startdate"),
+        form.get("enddate"),
+        form.get("channel"),
+        form.get("identifier"),
+    )
+    return await _in_thread(request, call, vision=False)
+
+
+@vendor_endpoint("/FindImage", multipart_only=True)
+async def find_image(request: Request, service: Service, form: Form) -> dict[str, Any]:
+    upload = require_file(form)
+    call = partial(
+        service.find_image,
+        form.get("username"),
+        form.get("secretkey"),
+        form.get("channel"),
+        form.get("maxresults"),
+        upload,
+    )
+    return await _in_thread(request, call, vision=True)
+
+
+@vendor_endpoint("/UpdateImage", multipart_only=False)
+async def update_image(request: Request, service: Service, form: Form) -> dict[str, Any]:
+    call = partial(
+        service.update_image,
+        form.get("username"),
+        form.get("secretkey"),
+        form.get("channel"),
+        form.get("identifier"),
+        form.get("metadata"),
+        form.upload("image"),
+    )
+    return await _in_thread(request, call, vision=True)
+
+
+@vendor_endpoint("/CreateChannel", multipart_only=False)
+async def create_channel(request: Request, service: Service, form: Form) -> dict[str, Any]:
+    call = partial(
+        service.api_create_channel, form.get("username"), form.get("secretkey"), form.get("channel")
+    )
+    return await _in_thread(request, call, vision=False)
+
+
+@vendor_endpoint("/DeleteChannel", multipart_only=False)
+async def delete_channel(request: Request, service: Service, form: Form) -> dict[str, Any]:
+    call = partial(
+        service.api_delete_channel, form.get("username"), form.get("secretkey"), form.get("channel")
+    )
+    return await _in_thread(request, call, vision=False)
+
+
+@vendor_endpoint("/ListChannels", multipart_only=False)
+async def list_channels(request: Request, service: Service, form: Form) -> dict[str, Any]:
+    call = partial(service.api_list_channels, form.get("username"), form.get("secretkey"))
+    return await _in_thread(request, call, vision=False)

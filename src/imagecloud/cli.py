@@ -1,0 +1,169 @@
+"""Command line: ``imagecloud serve | user | channel``."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from imagecloud.config import Settings, load_settings
+from imagecloud.errors import ImageCloudError
+from imagecloud.service import Service, build_service
+
+app = typer.Typer(no_args_is_help=True, help="imagecloud: image cloud recognition service.")
+user_app = typer.Typer(no_args_is_help=True, help="Manage users (API accounts).")
+channel_app = typer.Typer(no_args_is_help=True, help="Manage channels (collections of target images).")
+app.add_typer(user_app, name="user")
+app.add_typer(channel_app, name="channel")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data directory (database + blobs). Env: IMAGECLOUD_DATA_DIR."),
+]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML settings file.")]
+
+DEMO_USER = "demo"
+DEMO_CHANNEL = "demo"
+
+
+def _settings(data_dir: Path | None, config: Path | None = None, **overrides: object) -> Settings:
+    return load_settings(config, data_dir=data_dir, **overrides)
+
+
+def _operator_service(data_dir: Path | None) -> Service:
+    service = build_service(_settings(data_dir))
+    service.db.migrate()
+    return service
+
+
+def _fail(error: ImageCloudError) -> None:
+    typer.echo(f"error: {error.detail or error.message}", err=True)
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Also create a demo user and channel.")] = False,
+    log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
+) -> None:
+    """Run the HTTP service. First start creates the data directory; restarts keep everything."""
+    import uvicorn
+
+    from imagecloud.api import create_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(data_dir, config, host=host, port=port)
+    service = build_service(settings)
+    if demo:
+        service.db.migrate()
+        _print_demo(service, settings)
+    uvicorn.run(
+        create_app(service),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=30,
+    )
+
+
+def _print_demo(service: Service, settings: Settings) -> None:
+    exists = service.user_exists(DEMO_USER)
+    key = service.rotate_key(DEMO_USER) if exists else service.create_user(DEMO_USER)
+    if not any(info.name == DEMO_CHANNEL for info in service.list_channels(owner=DEMO_USER)):
+        service.create_channel(DEMO_CHANNEL, DEMO_USER)
+    base = f"http://{settings.host}:{settings.port}"
+    auth = f"-F username={DEMO_USER} -F secretkey={shlex.quote(key)} -F channel={DEMO_CHANNEL}"
+    typer.echo(
+        "\n".join(
+            [
+                "",
+                "Demo account (the key is new on every --demo start):",
+                f"  username:  {DEMO_USER}",
+                f"  secretkey: {key}",
+                f"  channel:   {DEMO_CHANNEL}",
+                "",
+                "Enrol a target, then find it in a photo:",
+                f"  curl {base}/AddImage {auth} -F identifier=poster1 -F image=@poster.jpg",
+                f"  curl {base}/FindImage {auth} -F image=@photo.jpg",
+                "",
+            ]
+        )
+    )
+
+
+@user_app.command("create")
+def user_create(name: str, data_dir: DataDir = None) -> None:
+    """Create a user and print its secret key (shown only this once)."""
+    try:
+        key = _operator_service(data_dir).create_user(name)
+    except ImageCloudError as error:
+        _fail(error)
+    typer.echo(key)
+
+
+@user_app.command("rotate-key")
+def user_rotate_key(name: str, data_dir: DataDir = None) -> None:
+    """Replace a user's secret key and print the new one; the old key stops working at once."""
+    try:
+        key = _operator_service(data_dir).rotate_key(name)
+    except ImageCloudError as error:
+        _fail(error)
+    typer.echo(key)
+
+
+@channel_app.command("create")
+def channel_create(
+    name: str,
+    owner: Annotated[str, typer.Option("--owner", help="User who owns the channel.")],
+    quota: Annotated[int | None, typer.Option(help="Most targets the channel may hold.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Create a channel owned by a user."""
+    try:
+        info = _operator_service(data_dir).create_channel(name, owner, quota)
+    except ImageCloudError as error:
+        _fail(error)
+    typer.echo(f"created channel {info.name} (owner {info.owner}, quota {info.quota})")
+
+
+@channel_app.command("delete")
+def channel_delete(name: str, data_dir: DataDir = None) -> None:
+    """Delete a channel with all its targets and statistics."""
+    try:
+        _operator_service(data_dir).delete_channel(name)
+    except ImageCloudError as error:
+        _fail(error)
+    typer.echo(f"deleted channel {name}")
+
+
+@channel_app.command("set-quota")
+def channel_set_quota(name: str, quota: int, data_dir: DataDir = None) -> None:
+    """Change how many targets a channel may hold."""
+    try:
+        _operator_service(data_dir).set_quota(name, quota)
+    except ImageCloudError as error:
+        _fail(error)
+    typer.echo(f"channel {name} quota is now {quota}")
+
+
+@channel_app.command("list")
+def channel_list(
+    owner: Annotated[str | None, typer.Option(help="Only this user's channels.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """List channels with owner, target count and quota."""
+    infos = _operator_service(data_dir).list_channels(owner)
+    typer.echo(f"{'channel':<32} {'owner':<20} {'targets':>9} {'quota':>9}")
+    for info in infos:
+        typer.echo(f"{info.name:<32} {info.owner:<20} {info.count:>9} {info.quota:>9}")
+
+
+def main() -> None:
+    app()

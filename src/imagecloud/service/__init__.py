@@ -1,0 +1,22 @@
+"""Use cases and rules, independent of HTTP."""
+
+from __future__ import annotations
+
+from imagecloud.config import Settings
+from imagecloud.service.recognizer import Recognizer, RecognizerSettings
+from imagecloud.service.service import ChannelInfo, Service, Upload
+from imagecloud.storage import Database, LocalBlobStore
+
+
+def build_service(settings: Settings) -> Service:
+    """The embedded default wiring: the configured database, local blob folder, in-process recognizer."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return Service(
+        settings=settings,
+        db=Database(settings.resolved_database_url),
+        blobs=LocalBlobStore(settings.resolved_blob_dir),
+        recognizer=Recognizer(RecognizerSettings(max_pixels=settings.max_pixels)),
+    )
+
+
+__all__ = ["ChannelInfo", "Service", "Upload", "build_service"]

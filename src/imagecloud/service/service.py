@@ -1,0 +1,662 @@
+"""The use cases behind every endpoint, and the rules they share (auth, ownership, quotas, atomicity).
+
+Plain synchronous Python: the API layer runs these methods in worker threads. Every vendor method checks
+its inputs in the contract's precedence order (20001 → 20002 → 20003 → 20004 → 20010 → 20014/20016 →
+20012 → 20006 → 20007 → 20013) and returns the success body without ``returncode``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from imagecloud.config import Settings
+from imagecloud.errors import (
+    ChannelNotFound,
+    FileTooLarge,
+    IdentifierTaken,
+    InvalidParameter,
+    NotYourChannel,
+    QuotaExceeded,
+    TargetNotFound,
+    WrongCredentials,
+)
+from imagecloud.service import validation as check
+from imagecloud.service.auth import hash_key, key_matches, new_secret_key
+from imagecloud.service.recognizer import Recognizer, TargetAnalysis
+from imagecloud.storage import BlobStore, Channel, Database, MatchCount, Target, TargetFeatures, User
+from imagecloud.storage.blobs import new_blob_key
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An uploaded file whose size is known before its bytes are read."""
+
+    size: int
+    read: Callable[[], bytes]
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    name: str
+    owner: str
+    quota: int
+    count: int
+
+
+class Service:
+    def __init__(self, settings: Settings, db: Database, blobs: BlobStore, recognizer: Recognizer) -> None:
+        self.settings = settings
+        self.db = db
+        self.blobs = blobs
+        self.recognizer = recognizer
+        self._locks_guard = threading.Lock()
+        self._channel_locks: dict[int, threading.Lock] = {}
+        self.ready = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Migrate, drop blobs no row points to (left by a crash mid-add), load the search index."""
+        self.db.migrate()
+        self._collect_orphan_blobs()
+        self.recognizer.load(self._stored_features())
+        self.ready = True
+        log.info("ready: %d targets indexed", len(self.recognizer))
+
+    def database_ok(self) -> bool:
+        try:
+            with self.db.session() as session:
+                session.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    def _collect_orphan_blobs(self) -> None:
+        with self.db.session() as session:
+            known = set(session.scalars(select(Target.blob_key)))
+        removed = 0
+        for key in list(self.blobs.keys()):
+            if key not in known:
+                self.blobs.delete(key)
+                removed += 1
+        if removed:
+            log.warning("removed %d blob files without a target row", removed)
+
+    def _stored_features(self) -> Iterator[tuple[int, int, bytes]]:
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Target.channel_id, Target.id, TargetFeatures.data)
+                .join(TargetFeatures, TargetFeatures.target_id == Target.id)
+                .execution_options(yield_per=1000)
+            )
+            yield from ((channel_id, target_id, data) for channel_id, target_id, data in rows)
+
+    def _channel_lock(self, channel_id: int) -> threading.Lock:
+        # Serialises writes inside one channel so identifier/quota checks and the insert act as one step.
+        with self._locks_guard:
+            return self._channel_locks.setdefault(channel_id, threading.Lock())
+
+    # ------------------------------------------------------------------ operator actions (CLI)
+
+    def create_user(self, name: str) -> str:
+        check.user_name(name)
+        key = new_secret_key()
+        with self.db.session() as session:
+            if session.scalar(select(User.id).where(User.name == name)) is not None:
+                raise InvalidParameter(f"user {name!r} exists")
+            session.add(User(name=name, key_hash=hash_key(key)))
+        return key
+
+    def rotate_key(self, name: str) -> str:
+        key = new_secret_key()
+        with self.db.session() as session:
+            done = session.execute(update(User).where(User.name == name).values(key_hash=hash_key(key)))
+            if done.rowcount == 0:  # type: ignore[attr-defined]
+                raise InvalidParameter(f"no user {name!r}")
+        return key
+
+    def user_exists(self, name: str) -> bool:
+        with self.db.session() as session:
+            return session.scalar(select(User.id).where(User.name == name)) is not None
+
+    def create_channel(self, name: str, owner: str, quota: int | None = None) -> ChannelInfo:
+        check.new_channel_name(name)
+        with self.db.session() as session:
+            user = session.scalar(select(User).where(User.name == owner))
+            if user is None:
+                raise InvalidParameter(f"no user {owner!r}")
+            return self._insert_channel(session, user, name, quota)
+
+    def _insert_channel(self, session: Session, user: User, name: str, quota: int | None) -> ChannelInfo:
+        existing = session.scalar(select(Channel).where(Channel.name == name))
+        if existing is not None:
+            if existing.owner_id != user.id:
+                raise NotYourChannel(f"channel {name!r} belongs to another user")
+            raise InvalidParameter(f"channel {name!r} exists")
+        if quota is not None and quota < 0:
+            raise InvalidParameter("quota must be non-negative")
+        channel = Channel(name=name, owner_id=user.id, quota=self._quota(quota))
+        session.add(channel)
+        return ChannelInfo(name=name, owner=user.name, quota=channel.quota, count=0)
+
+    def _quota(self, quota: int | None) -> int:
+        return self.settings.default_channel_quota if quota is None else quota
+
+    def set_quota(self, name: str, quota: int) -> None:
+        if quota < 0:
+            raise InvalidParameter("quota must be non-negative")
+        with self.db.session() as session:
+            done = session.execute(update(Channel).where(Channel.name == name).values(quota=quota))
+            if done.rowcount == 0:  # type: ignore[attr-defined]
+                raise ChannelNotFound(f"no channel {name!r}")
+
+    def delete_channel(self, name: str) -> None:
+        with self.db.session() as session:
+            channel = session.scalar(select(Channel).where(Channel.name == name))
+            if channel is None:
+                raise ChannelNotFound(f"no channel {name!r}")
+        self._delete_channel(channel)
+
+    def _delete_channel(self, channel: Channel) -> None:
+        with self._channel_lock(channel.id):
+            self.recognizer.drop_scope(channel.id)
+            with self.db.session() as session:
+                keys = list(session.scalars(select(Target.blob_key).where(Target.channel_id == channel.id)))
+                session.execute(delete(Channel).where(Channel.id == channel.id))
+            for key in keys:
+                self.blobs.delete(key)
+
+    def list_channels(self, owner: str | None = None) -> list[ChannelInfo]:
+        counts = (
+            select(Target.channel_id, func.count(Target.id).label("n")).group_by(Target.channel_id).subquery()
+        )
+        query = (
+            select(Channel.name, User.name, Channel.quota, func.coalesce(counts.c.n, 0))
+            .join(User, User.id == Channel.owner_id)
+            .outerjoin(counts, counts.c.channel_id == Channel.id)
+            .order_by(self._bytewise(Channel.name))
+        )
+        if owner is not None:
+            query = query.where(User.name == owner)
+        with self.db.session() as session:
+            return [
+                ChannelInfo(name=name, owner=user, quota=quota, count=count)
+                for name, user, quota, count in session.execute(query)
+            ]
+
+    # ------------------------------------------------------------------ shared rules
+
+    def _authenticate(self, session: Session, username: str | None, secretkey: str | None) -> User:
+        if not username or not secretkey:
+            raise WrongCredentials("missing username or secretkey")
+        user = session.scalar(select(User).where(User.name == username))
+        if not key_matches(secretkey, user.key_hash if user is not None else None) or user is None:
+            raise WrongCredentials("unknown user or wrong key")
+        return user
+
+    def _channel(self, session: Session, name: str) -> Channel:
+        channel = session.scalar(select(Channel).where(Channel.name == name))
+        if channel is None:
+            raise ChannelNotFound(f"no channel {name!r}")
+        return channel
+
+    def _owned_channel(self, session: Session, user: User, name: str) -> Channel:
+        channel = self._channel(session, name)
+        if channel.owner_id != user.id:
+            raise NotYourChannel(f"channel {name!r} belongs to another user")
+        return channel
+
+    def _target(self, session: Session, channel: Channel, identifier: str) -> Target:
+        target = session.scalar(
+            select(Target).where(Target.channel_id == channel.id, Target.identifier == identifier)
+        )
+        if target is None:
+            raise TargetNotFound(f"no target {identifier!r}")
+        return target
+
+    def _bytewise(self, column: Any) -> ColumnElement[Any]:
+        # The contract orders identifiers by byte order; PostgreSQL's default collation would not.
+        return column.collate("C") if self.db.dialect == "postgresql" else column  # type: ignore[no-any-return]
+
+    def _read_upload(self, upload: Upload, limit: int) -> bytes:
+        if upload.size > limit:
+            raise FileTooLarge(f"upload of {upload.size} bytes exceeds {limit}")
+        data = upload.read()
+        if len(data) > limit:
+            raise FileTooLarge(f"upload of {len(data)} bytes exceeds {limit}")
+        return data
+
+    # ------------------------------------------------------------------ AddImage
+
+    def add_image(
+        self,
+        username: str | None,
+        secretkey: str | None,
+        channel: str | None,
+        identifier: str | None,
+        metadata: str | None,
+        upload: Upload,
+    ) -> dict[str, Any]:
+        with self.db.session() as session:
+            user = self._authenticate(session, username, secretkey)
+            channel_name = check.channel_name(channel)
+            raw_identifier = check.required(identifier, "identifier")
+            meta = check.metadata(metadata, self.settings.max_metadata_bytes)
+            owned = self._owned_channel(session, user, channel_name)
+            ident = check.identifier(raw_identifier)
+            self._check_insertable(session, owned, ident)
+        data = self._read_upload(upload, self.settings.max_add_bytes)
+        analysis = self.recognizer.analyse_target(data)
+        target_id = self._store_target(owned, ident, meta, data, analysis)
+        log.info("added target %s/%s as %d (level %d)", owned.name, ident, target_id, analysis.level)
+        return {"level": analysis.level, "matchratio": analysis.matchratio, "identifier": ident}
+
+    def _check_insertable(self, session: Session, channel: Channel, identifier: str) -> None:
+        taken = session.scalar(
+            select(Target.id).where(Target.channel_id == channel.id, Target.identifier == identifier)
+        )
+        if taken is not None:
+            raise IdentifierTaken(f"identifier {identifier!r} exists")
+        count = session.scalar(select(func.count(Target.id)).where(Target.channel_id == channel.id)) or 0
+        quota = session.scalar(select(Channel.quota).where(Channel.id == channel.id))
+        if quota is None:
+            raise ChannelNotFound("channel was deleted")
+        if count >= quota:
+            raise QuotaExceeded(f"channel {channel.name!r} holds {count} of {quota} targets")
+
+    def _store_target(
+        self, channel: Channel, identifier: str, meta: str | None, data: bytes, analysis: TargetAnalysis
+    ) -> int:
+        """File, row and index entry appear together or not at all.
+
+        Order: file (fsync'd) → row + features (flushed, not committed) → index → commit. Any failure before
+        the commit undoes the earlier steps. A crash before the commit leaves only an unreferenced file,
+        removed at the next start; the index is rebuilt from committed rows.
+        """
+        key = new_blob_key()
+        with self._channel_lock(channel.id):
+            self.blobs.put(key, data)
+            indexed: int | None = None
+            try:
+                with self.db.session() as session:
+                    # Checked again under the channel lock: a concurrent add may have won the race.
+                    self._check_insertable(session, channel, identifier)
+                    target = Target(
+                        channel_id=channel.id,
+                        identifier=identifier,
+                        meta=meta,
+                        level=analysis.level,
+                        matchratio=analysis.matchratio,
+                        width=analysis.width,
+                        height=analysis.height,
+                        size_bytes=len(data),
+                        content_type=CONTENT_TYPES[analysis.format],
+                        blob_key=key,
+                    )
+                    session.add(target)
+                    session.flush()
+                    session.add(TargetFeatures(target_id=target.id, data=analysis.features_blob))
+                    session.flush()
+                    self.recognizer.add(channel.id, target.id, analysis.features_blob)
+                    indexed = target.id
+                return target.id
+            except BaseException:
+                if indexed is not None:
+                    self.recognizer.remove(channel.id, indexed)
+                self.blobs.delete(key)
+                raise
+
+    # ------------------------------------------------------------------ UpdateImage (extension)
+
+    def update_image(
+        self,
+        username: str | None,
+        secretkey: str | None,
+        channel: str | None,
+        identifier: str | None,
+        metadata: str | None,
+        upload: Upload | None,
+    ) -> dict[str, Any]:
+        with self.db.session() as session:
+            user = self._authenticate(session, username, secretkey)
+            channel_name = check.channel_name(channel)
+            raw_identifier = check.required(identifier, "identifier")
+            if metadata is None and upload is None:
+                raise InvalidParameter("nothing to update: give metadata and/or image")
+            meta = check.metadata(metadata, self.settings.max_metadata_bytes)
+            owned = self._owned_channel(session, user, channel_name)
+            ident = check.identifier(raw_identifier)
+            old = self._target(session, owned, ident)
+        if upload is None:
+            with self.db.session() as session:
+                done = session.execute(update(Target).where(Target.id == old.id).values(meta=meta))
+                if done.rowcount == 0:  # type: ignore[attr-defined]
+                    raise TargetNotFound("target was removed")
+            return {"level": old.level, "matchratio": old.matchratio, "identifier": ident}
+        data = self._read_upload(upload, self.settings.max_add_bytes)
+        analysis = self.recognizer.analyse_target(data)
+        self._replace_target(owned, old, meta if metadata is not None else old.meta, data, analysis)
+        return {"level": analysis.level, "matchratio": analysis.matchratio, "identifier": ident}
+
+    def _replace_target(
+        self, channel: Channel, old: Target, meta: str | None, data: bytes, analysis: TargetAnalysis
+    ) -> None:
+        """A new row replaces the old one in one transaction; the index holds both for a moment, so the
+        identifier stays findable throughout and the old features are gone once this returns."""
+        key = new_blob_key()
+        with self._channel_lock(channel.id):
+            self.blobs.put(key, data)
+            indexed: int | None = None
+            try:
+                with self.db.session() as session:
+                    removed = session.execute(delete(Target).where(Target.id == old.id))
+                    if removed.rowcount == 0:  # type: ignore[attr-defined]
+                        raise TargetNotFound("target was removed")
+                    target = Target(
+                        channel_id=channel.id,
+                        identifier=old.identifier,
+                        meta=meta,
+                        level=analysis.level,
+                        matchratio=analysis.matchratio,
+                        width=analysis.width,
+                        height=analysis.height,
+                        size_bytes=len(data),
+                        content_type=CONTENT_TYPES[analysis.format],
+                        blob_key=key,
+                    )
+                    session.add(target)
+                    session.flush()
+                    session.add(TargetFeatures(target_id=target.id, data=analysis.features_blob))
+                    session.flush()
+                    self.recognizer.add(channel.id, target.id, analysis.features_blob)
+                    indexed = target.id
+            except BaseException:
+                if indexed is not None:
+                    self.recognizer.remove(channel.id, indexed)
+                self.blobs.delete(key)
+                raise
+            self.recognizer.remove(channel.id, old.id)
+            self.blobs.delete(old.blob_key)
+
+    # ------------------------------------------------------------------ RemoveImage
+
+    def remove_image(
+        self, username: str | None, secretkey: str | None, channel: str | None, identifier: str | None
+    ) -> dict[str, Any]:
+        with self.db.session() as session:
+            user = self._authenticate(session, username, secretkey)
+            channel_name = check.channel_name(channel)
+            raw_identifier = check.required(identifier, "identifier")
+            owned = self._owned_channel(session, user, channel_name)
+            ident = check.identifier(raw_identifier)
+            target = self._target(session, owned, ident)
+        with self._channel_lock(owned.id):
+            # Out of the index first: from here on the target is never matched, whatever happens next.
+            self.recognizer.remove(owned.id, target.id)
+            try:
+                with self.db.session() as session:
+                    removed = session.execute(delete(Target).where(Target.id == target.id))
+                    if removed.rowcount == 0:  # type: ignore[attr-defined]
+                        raise TargetNotFound("target was removed concurrently")
+            except TargetNotFound:
+                raise
+            except BaseException:
+                self._reindex(owned.id, target.id)
+                raise
+        self.blobs.delete(target.blob_key)
+        log.info("removed target %s/%s (%d)", owned.name, ident, target.id)
+        return {}
+
+    def _reindex(self, channel_id: int, target_id: int) -> None:
+        with self.db.session() as session:
+            data = session.scalar(select(TargetFeatures.data).where(TargetFeatures.target_id == target_id))
+        if data is not None:
+            self.recognizer.add(channel_id, target_id, data)
+
+    # ------------------------------------------------------------------ GetImages / GetImage
+
+    def get_images(
+        self,
+        username: str | None,
+        secretkey: str | None,
+        channel: str | None,
+        position: str | None,
+        count: str | None,
+    ) -> dict[str, Any]:
+        with self.db.session() as session:
+            user = self._authenticate(session, username, secretkey)
+            channel_name = check.channel_name(channel)
+            start = check.non_negative_int(position, "position", 0)
+            size = check.positive_int(count, "count", self.settings.page_size, self.settings.max_page_size)
+            owned = self._owned_channel(session, user, channel_name)
+            total = session.scalar(select(func.count(Target.id)).where(Target.channel_id == owned.id)) or 0
+            rows = session.execute(
+                select(Target.identifier, Target.meta, Target.matchratio, Target.level)
+                .where(Target.channel_id == owned.id)
+                .order_by(self._bytewise(Target.identifier))
+                .offset(start)
+                .limit(size)
+            )
+            images = [
+                {"identifier": ident, "metadata": meta, "matchratio": ratio, "level": level}
+                for ident, meta, ratio, level in rows
+            ]
+        return {"totalcount": total, "images": images}
+
+    def get_image(
+        self,
+        username: str | None,
+        secretkey: str | None,
+        channel: str | None,
+        identifier: str | None,
+    ) -> dict[str, Any]:
+        with self.db.session() as session:
+            # Credentials are optional here, but if either is given both must be right.
+            user = self._authenticate(session, username, secretkey) if (username or secretkey) else None
+            channel_name = check.channel_name(channel)
+            raw_identifier = check.required(identifier, "identifier")
+            found = (
+                self._owned_channel(session, user, channel_name)
+                if user is not None
+                else self._channel(session, channel_name)
+            )
+            ident = check.identifier(raw_identifier)
+            target = self._target(session, found, ident)
+        return {
+            "identifier": target.identifier,
+            "channel": found.name,
+            "metadata": target.meta,
+            "level": target.level,
+            "matchratio": target.matchratio,
+            "width": target.width,
+            "height": target.height,
+            "imageurl": f"/files/{target.blob_key}",
+        }
+
+    def image_file(self, blob_key: str) -> tuple[bytes, str] | None:
+        """Original bytes and content type behind an ``imageurl``; None when no target has that key."""
+        with self.db.session() as session:
+            content_type = session.scalar(select(Target.content_type).where(Target.blob_key == blob_key))
+        if content_type is None:
+            return None
+        try:
+            return self.blobs.get(blob_key), content_type
+        except FileNotFoundError:
+            return None
+
+    # ------------------------------------------------------------------ FindImage
+
+    def find_image(
+        self,
+        username: str | None,
+        secretkey: str | None,
+        channel: str | None,
+        maxresults: str | None,
+        upload: Upload,
+    ) -> dict[str, Any]:
+        with self.db.session() as session:
+            user = self._authenticate(session, username, secretkey)
+            limit = check.positive_int(maxresults, "maxresults", 1, self.settings.max_find_results)
+            if channel:
+                scopes = {self._owned_channel(session, user, channel).id}
+            else:
+                scopes = set(session.scalars(select(Channel.id).where(Channel.owner_id == user.id)))
+        data = self._read_upload(upload, self.settings.max_find_bytes)
+        query = self.recognizer.analyse_query(data)
+        body: dict[str, Any] = {}
+        if not channel:
+            body["level"] = self.recognizer.rate_query(query)
+        matches = self.recognizer.search(query, sorted(scopes), limit) if scopes else []
+        results = self._resolve_matches(matches, scopes)
+        if results:
+            best = results[0]
+            self._count_match(best["_channel_id"], best["identifier"])
+            body.update({key: value for key, value in best.items() if not key.startswith("_")})
+            if limit > 1:
+                body["results"] = [
+                    {key: value for key, value in item.items() if not key.startswith("_")} for item in results
+                ]
+        elif limit > 1:
+            body["results"] = []
+        return body
+
+    def _resolve_matches(self, matches: Sequence[Any], scopes: set[int]) -> list[dict[str, Any]]:
+        """Turn index hits into response entries, dropping any whose row is gone (removed meanwhile)."""
+        if not matches:
+            return []
+        ids = [match.target_id for match in matches]
+        with self.db.session() as session:
+            rows = {
+                target.id: (target, name)
+                for target, name in session.execute(
+                    select(Target, Channel.name)
+                    .join(Channel, Channel.id == Target.channel_id)
+                    .where(Target.id.in_(ids))
+                )
+            }
+        results = []
+        for match in matches:
+            found = rows.get(match.target_id)
+            if found is None or found[0].channel_id not in scopes:
+                continue
+            target, channel_name = found
+            results.append(
+                {
+                    "identifier": target.identifier,
+                    "channel": channel_name,
+                    "metadata": target.meta,
+                    "score": round(float(match.score), 4),
+                    "corners": [[round(float(x), 1), round(float(y), 1)] for x, y in match.corners],
+                    "_channel_id": target.channel_id,
+                }
+            )
+        return results
+
+    def _count_match(self, channel_id: int, identifier: str) -> None:
+        today = dt.datetime.now(dt.UTC).date()
+        values = {"day": today, "channel_id": channel_id, "identifier": identifier, "count": 1}
+        insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
+        statement = insert(MatchCount).values(**values)
+        statement = statement.on_conflict_do_update(
+            index_elements=["day", "channel_id", "identifier"],
+            set_={"count": MatchCount.count + 1},
+        )
+        try:
+            with self.db.session() as session:
+                session.execute(statement)
+        except Exception:
+            # The caller still gets the answer; a lost count is logged rather than failing the search.
+            log.exception("could not record a match for channel %d", channel_id)
+
+    # ------------------------------------------------------------------ Statistics
+
+    def statistics(
+        self,
+        username: str | None,
+        secretkey: str | None,
+        startdate: str | None,
+        enddate: str | None,
+        channel: str | None,
+        identifier: str | None,
+    ) -> dict[str, Any]:
+        with self.db.session() as session:
+            user = self._authenticate(session, username, secretkey)
+            first, last = check.date_range(startdate, enddate, self.settings.max_statistics_days)
+            if identifier and not channel:
+                raise InvalidParameter("identifier needs channel")
+            body: dict[str, Any] = {"username": user.name}
+            in_range = MatchCount.day.between(first, last)
+            if not channel:
+                rows = session.execute(
+                    select(MatchCount.day, Channel.name, func.sum(MatchCount.count))
+                    .join(Channel, Channel.id == MatchCount.channel_id)
+                    .where(Channel.owner_id == user.id, in_range)
+                    .group_by(MatchCount.day, Channel.name)
+                    .order_by(MatchCount.day, self._bytewise(Channel.name))
+                )
+                body["records"] = [
+                    {"date": day.strftime("%Y%m%d"), "channel": name, "count": int(count)}
+                    for day, name, count in rows
+                    if count
+                ]
+                return body
+            owned = self._owned_channel(session, user, channel)
+            body["channel"] = owned.name
+            query = select(MatchCount.day, MatchCount.identifier, MatchCount.count).where(
+                MatchCount.channel_id == owned.id, in_range
+            )
+            if identifier:
+                ident = check.identifier(identifier)
+                self._target(session, owned, ident)
+                query = query.where(MatchCount.identifier == ident)
+            rows = session.execute(query.order_by(MatchCount.day, self._bytewise(MatchCount.identifier)))
+            body["records"] = [
+                {"date": day.strftime("%Y%m%d"), "identifier": ident, "count": count}
+                for day, ident, count in rows
+                if count
+            ]
+            return body
+
+    # ------------------------------------------------------------------ channel endpoints (extension)
+
+    def api_create_channel(
+        self, username: str | None, secretkey: str | None, channel: str | None
+    ) -> dict[str, Any]:
+        with self.db.session() as session:
+            user = self._authenticate(session, username, secretkey)
+            name = check.new_channel_name(channel)
+            info = self._insert_channel(session, user, name, None)
+        return {"channel": info.name, "quota": info.quota}
+
+    def api_delete_channel(
+        self, username: str | None, secretkey: str | None, channel: str | None
+    ) -> dict[str, Any]:
+        with self.db.session() as session:
+            user = self._authenticate(session, username, secretkey)
+            owned = self._owned_channel(session, user, check.channel_name(channel))
+        self._delete_channel(owned)
+        return {}
+
+    def api_list_channels(self, username: str | None, secretkey: str | None) -> dict[str, Any]:
+        with self.db.session() as session:
+            user = self._authenticate(session, username, secretkey)
+        return {
+            "channels": [
+                {"channel": info.name, "count": info.count, "quota": info.quota}
+                for info in self.list_channels(owner=user.name)
+            ]
+        }

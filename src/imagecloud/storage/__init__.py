@@ -1,0 +1,16 @@
+"""Persistence: the relational database (SQLAlchemy + Alembic) and the blob store for original uploads."""
+
+from imagecloud.storage.blobs import BlobStore, LocalBlobStore
+from imagecloud.storage.database import Database
+from imagecloud.storage.models import Channel, MatchCount, Target, TargetFeatures, User
+
+__all__ = [
+    "BlobStore",
+    "Channel",
+    "Database",
+    "LocalBlobStore",
+    "MatchCount",
+    "Target",
+    "TargetFeatures",
+    "User",
+]

@@ -1,0 +1,80 @@
+"""Blob store for original uploads.
+
+Keys are random hex strings made by the service, never user input, so no caller can steer a file path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+_KEY = re.compile(r"^[0-9a-f]{32}$")
+
+
+def new_blob_key() -> str:
+    return secrets.token_hex(16)
+
+
+class BlobStore(Protocol):
+    def put(self, key: str, data: bytes) -> None: ...
+    def get(self, key: str) -> bytes: ...
+    def delete(self, key: str) -> None: ...
+    def keys(self) -> Iterator[str]: ...
+
+
+class LocalBlobStore:
+    """Files under one folder, sharded by the first two hex digits to keep directories small."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        if not _KEY.match(key):
+            raise ValueError(f"not a blob key: {key!r}")
+        return self.root / key[:2] / key
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        # Write, fsync, then rename: a crash leaves either no file or the whole file, never a torn one.
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+
+    def get(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def path(self, key: str) -> Path:
+        return self._path(key)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def keys(self) -> Iterator[str]:
+        for shard in self.root.iterdir():
+            if not shard.is_dir():
+                continue
+            for entry in shard.iterdir():
+                name = entry.name
+                if name.endswith(".tmp"):
+                    # Leftover of a write cut short by a crash: never referenced by a row.
+                    entry.unlink(missing_ok=True)
+                elif _KEY.match(name):
+                    yield name
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
