@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,8 @@ user_app = typer.Typer(no_args_is_help=True, help="Manage users (API accounts)."
 channel_app = typer.Typer(no_args_is_help=True, help="Manage channels (collections of target images).")
 app.add_typer(user_app, name="user")
 app.add_typer(channel_app, name="channel")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: recognition quality and speed.")
+app.add_typer(bench_app, name="bench")
 
 DataDir = Annotated[
     Path | None,
@@ -163,6 +166,65 @@ def channel_list(
     typer.echo(f"{'channel':<32} {'owner':<20} {'targets':>9} {'quota':>9}")
     for info in infos:
         typer.echo(f"{info.name:<32} {info.owner:<20} {info.count:>9} {info.quota:>9}")
+
+
+@bench_app.command("recognition")
+def bench_recognition(
+    dataset: Annotated[
+        Path, typer.Argument(help="Folder with targets/, queries/ + queries.csv, distractors/.")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="Report folder (default bench/results/recognition-NAME).")
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="Benchmark a running server instead of in-process.")] = None,
+    username: Annotated[str | None, typer.Option(help="With --url: an existing user.")] = None,
+    secretkey: Annotated[str | None, typer.Option(help="With --url: that user's key.")] = None,
+    workers: Annotated[int, typer.Option(help="Parallel AddImage calls during enrolment.")] = 2,
+    max_distractors: Annotated[int | None, typer.Option(help="Use only the first N distractors.")] = None,
+    distractor_mode: Annotated[
+        str,
+        typer.Option(
+            help="self: enrol and query every distractor (finding itself is right); "
+            "split: enrol even-numbered, query odd-numbered ones."
+        ),
+    ] = "self",
+) -> None:
+    """Enrol a data set's targets and distractors, query every photo, write report.json + report.md."""
+    from imagecloud.bench import recognition
+    from imagecloud.bench.backends import Backend, HttpBackend, InProcessBackend
+    from imagecloud.bench.dataset import load_dataset
+
+    data = load_dataset(dataset)
+    backend: Backend
+    if url:
+        if not username or not secretkey:
+            raise typer.BadParameter("--url needs --username and --secretkey")
+        backend = HttpBackend(url, username, secretkey)
+    else:
+        backend = InProcessBackend()
+    target = out or Path("bench/results") / f"recognition-{data.name}"
+    last = [0.0]
+
+    def progress(stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] > 2:
+            last[0] = now
+            typer.echo(f"{stage}: {done}/{total}", err=True)
+
+    try:
+        report = recognition.run(
+            data,
+            backend,
+            target,
+            workers=workers,
+            max_distractors=max_distractors,
+            distractor_mode=distractor_mode,
+            progress=progress,
+        )
+    finally:
+        backend.close()
+    typer.echo(recognition.markdown(report))
+    typer.echo(f"report written to {target}/report.md")
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
@@ -68,7 +69,8 @@ async def read_form(request: Request, *, multipart_only: bool, max_field_bytes: 
         parsed = await request.form(
             max_files=_MAX_FILES, max_fields=_MAX_FIELDS, max_part_size=max_field_bytes
         )
-    except MultiPartException as exc:
+    except (MultiPartException, HTTPException) as exc:
+        # Starlette turns a malformed body into HTTP 400 inside an app; the contract wants a result code.
         error: ImageCloudError = MultipartRequired(str(exc)) if multipart_only else InvalidParameter(str(exc))
         raise error from exc
     form = Form()

@@ -7,6 +7,7 @@ lets ``responses`` shape the answer. Image work runs under a limiter sized to th
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -43,20 +44,28 @@ def vendor_endpoint(path: str, *, multipart_only: bool) -> Callable[[Handler], H
     def register(handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
             service = _service(request)
+            started = time.perf_counter()
+            response: Response
             try:
                 form = await read_form(
                     request,
                     multipart_only=multipart_only,
-                    max_field_bytes=max(service.settings.max_metadata_bytes * 4, 64 * 1024),
+                    # Text fields are bounded by the transport cap only, so an oversized field reaches the
+                    # service and gets its result code in precedence order (20001 before 20002).
+                    max_field_bytes=service.settings.max_request_bytes,
                 )
-                return success(await handler(request, service, form))
+                response = success(await handler(request, service, form))
             except ImageCloudError as error:
                 log.info("%s -> %d (%s)", path, error.returncode, error.detail or error.message)
-                return failure(error)
+                response = failure(error)
             except OperationalError as error:
                 # The database is locked or unreachable: nothing was changed, the caller may retry.
                 log.warning("%s -> 20015: %s", path, error)
-                return failure(SystemBusy(str(error)))
+                response = failure(SystemBusy(str(error)))
+            # Server-side time (body parsing included) so clients and benchmarks can tell it from the network.
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.2f}"
+            return response
 
         # A fresh function per path (not functools.wraps): FastAPI reads the signature to build parameters.
         endpoint.__name__ = handler.__name__

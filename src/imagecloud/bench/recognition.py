@@ -1,0 +1,259 @@
+"""``imagecloud bench recognition``: enrol a data set, query every photo, report quality and speed.
+
+Enrolment runs on all workers (it is a throughput number); queries run one at a time so their latency is
+what one request costs on one core.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from imagecloud.bench import machine
+from imagecloud.bench.backends import Backend, Call
+from imagecloud.bench.dataset import Dataset, identifier_for
+from imagecloud.bench.metrics import (
+    Outcome,
+    by_condition,
+    distractor_metrics,
+    latency_summary,
+    query_metrics,
+)
+
+Progress = Callable[[str, int, int], None]
+
+DISTRACTOR_PREFIX = "distractor."
+
+
+def _no_progress(_stage: str, _done: int, _total: int) -> None:
+    pass
+
+
+def distractor_identifier(path: Path) -> str:
+    return (DISTRACTOR_PREFIX + identifier_for(path))[:50]
+
+
+def run(
+    dataset: Dataset,
+    backend: Backend,
+    out_dir: Path,
+    *,
+    workers: int = 2,
+    max_distractors: int | None = None,
+    distractor_mode: str = "self",
+    progress: Progress = _no_progress,
+) -> dict[str, Any]:
+    """Enrol, query, measure, write ``report.json`` + ``report.md`` (+ failure pictures) into ``out_dir``.
+
+    ``distractor_mode`` "self": every distractor is enrolled and queried; a distractor photo that finds
+    itself is right, any other identifier is a false match. "split": even-numbered distractors are enrolled,
+    odd-numbered ones are queried, so every distractor query shows something truly not enrolled.
+    """
+    distractors = dataset.distractors if max_distractors is None else dataset.distractors[:max_distractors]
+    if distractor_mode == "split":
+        enrolled_distractors, queried_distractors = distractors[::2], distractors[1::2]
+    elif distractor_mode == "self":
+        enrolled_distractors, queried_distractors = distractors, distractors
+    else:
+        raise ValueError(f"distractor_mode must be 'self' or 'split', not {distractor_mode!r}")
+    enrol_items = [(ident, path) for ident, path in dataset.targets.items()]
+    enrol_items += [(distractor_identifier(path), path) for path in enrolled_distractors]
+    paths_by_id = dict(enrol_items)
+    enrolled_ids = set(paths_by_id)
+
+    enrol = _enrol(backend, enrol_items, workers, progress)
+
+    outcomes: list[Outcome] = []
+    answers: dict[str, Call] = {}
+    photos: list[tuple[Path, str | None, tuple[tuple[str, str], ...], str | None]] = [
+        (q.path, q.target, tuple(sorted(q.conditions.items())), None) for q in dataset.queries
+    ]
+    for path in queried_distractors:
+        own = distractor_identifier(path)
+        photos.append((path, None, (), own if own in enrolled_ids else None))
+    for done, (path, expected, conditions, itself) in enumerate(photos, 1):
+        call = backend.find(path.read_bytes())
+        returned = call.body.get("identifier") if call.returncode == 0 else None
+        name = str(path.relative_to(dataset.root))
+        outcomes.append(Outcome(name, expected, returned, call.seconds, conditions, itself))
+        answers[name] = call
+        progress("query", done, len(photos))
+
+    real = [o for o in outcomes if o.expected is not None]
+    fake = [o for o in outcomes if o.expected is None]
+    failures = [o for o in real if not o.correct] + [o for o in fake if o.wrong]
+    failure_dir = out_dir / "failures"
+    for outcome in failures:
+        _failure_picture(dataset, paths_by_id, outcome, answers[outcome.query], failure_dir)
+
+    report: dict[str, Any] = {
+        "dataset": dataset.name,
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine.describe(),
+        "distractor_mode": distractor_mode,
+        "enrolled": {
+            "targets": len(dataset.targets),
+            "distractors": len(enrolled_distractors),
+            **enrol,
+        },
+        "queries": query_metrics(real),
+        "distractor_queries": distractor_metrics(fake),
+        "by_condition": by_condition(real),
+        "find_latency": latency_summary([o.seconds for o in outcomes]),
+        "find_latency_real_queries": latency_summary([o.seconds for o in real]),
+        "find_returncodes": _count_codes(answers.values()),
+        "failures": [
+            {
+                **asdict(o),
+                "returncode": answers[o.query].returncode,
+                "score": answers[o.query].body.get("score"),
+            }
+            for o in failures
+        ],
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out_dir / "report.md").write_text(markdown(report))
+    return report
+
+
+def _enrol(
+    backend: Backend, items: list[tuple[str, Path]], workers: int, progress: Progress
+) -> dict[str, Any]:
+    done = 0
+    calls: list[Call] = []
+
+    def add(item: tuple[str, Path]) -> Call:
+        identifier, path = item
+        return backend.add(identifier, path.read_bytes())
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for call in pool.map(add, items):
+            calls.append(call)
+            done += 1
+            progress("enrol", done, len(items))
+    wall = time.perf_counter() - started
+    levels = [int(c.body["level"]) for c in calls if c.returncode == 0]
+    return {
+        "workers": workers,
+        "accepted": sum(c.returncode == 0 for c in calls),
+        "returncodes": _count_codes(calls),
+        "levels": {str(level): levels.count(level) for level in range(1, 6)},
+        "wall_seconds": round(wall, 2),
+        "targets_per_second": round(len(items) / wall, 2) if wall else None,
+        "add_latency": latency_summary([c.seconds for c in calls]),
+    }
+
+
+def _count_codes(calls: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for call in calls:
+        key = str(call.returncode)
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _failure_picture(
+    dataset: Dataset, paths_by_id: dict[str, Path], outcome: Outcome, call: Call, folder: Path
+) -> None:
+    """Query | expected target | returned target, side by side, so a person can see why it failed."""
+    height = 360
+    panels: list[np.ndarray] = []
+    query = cv2.imread(str(dataset.root / outcome.query), cv2.IMREAD_COLOR)
+    if query is None:
+        return
+    corners = call.body.get("corners")
+    if corners:
+        polygon = np.array(corners, dtype=np.int32).reshape(-1, 1, 2)
+        cv2.polylines(query, [polygon], True, (0, 0, 255), max(2, query.shape[1] // 200))
+    panels.append(_panel(query, f"query {Path(outcome.query).name}", height))
+    if outcome.expected is not None and outcome.expected in paths_by_id:
+        expected = cv2.imread(str(paths_by_id[outcome.expected]), cv2.IMREAD_COLOR)
+        if expected is not None:
+            panels.append(_panel(expected, f"expected {outcome.expected}", height))
+    if outcome.returned is not None and outcome.returned in paths_by_id:
+        returned = cv2.imread(str(paths_by_id[outcome.returned]), cv2.IMREAD_COLOR)
+        if returned is not None:
+            panels.append(_panel(returned, f"returned {outcome.returned}", height))
+    folder.mkdir(parents=True, exist_ok=True)
+    name = Path(outcome.query).stem + ".png"
+    cv2.imwrite(str(folder / name), np.hstack(panels))
+
+
+def _panel(image: np.ndarray, label: str, height: int) -> np.ndarray:
+    scale = height / image.shape[0]
+    resized = cv2.resize(image, (max(1, round(image.shape[1] * scale)), height), interpolation=cv2.INTER_AREA)
+    framed = cv2.copyMakeBorder(resized, 28, 4, 4, 4, cv2.BORDER_CONSTANT, value=(255, 255, 255))
+    cv2.putText(framed, label, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    return framed
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * float(value):.1f}%"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    q = report["queries"]
+    d = report["distractor_queries"]
+    e = report["enrolled"]
+    lat = report["find_latency"]
+    add = e["add_latency"]
+    m = report["machine"]
+    lines = [
+        f"# Recognition benchmark: {report['dataset']}",
+        "",
+        f"Run {report['date']} on {m['cpu']} ({m['cores']} cores, {m['memory_gib']} GiB), "
+        f"Python {m['python']}, OpenCV {m['opencv']}.",
+        "",
+        f"Enrolled {e['accepted']} of {e['targets']} targets + {e['distractors']} distractors "
+        f"(result codes {e['returncodes']}), levels {e['levels']}.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| recall@1 ({q['queries']} real photos) | {_pct(q['recall_at_1'])} ({q['correct']}) |",
+        f"| wrong identifier | {_pct(q['wrong_rate'])} ({q['wrong']}) |",
+        f"| no answer | {_pct(q['no_answer_rate'])} ({q['no_answer']}) |",
+        f"| false matches ({d['queries']} distractor photos, mode {report['distractor_mode']}) | "
+        f"{_pct(d['false_match_rate'])} ({d['false_matches']}) |",
+        f"| distractor photos that found themselves | {d['found_itself']} |",
+        f"| FindImage p50 / p95 / p99 (server-side, one at a time) | {lat['p50_ms']} / {lat['p95_ms']} / "
+        f"{lat['p99_ms']} ms |",
+        f"| AddImage p50 / p95 ({e['workers']} workers) | {add['p50_ms']} / {add['p95_ms']} ms |",
+        f"| AddImage throughput | {e['targets_per_second']} targets/s |",
+        "",
+    ]
+    for key, values in report["by_condition"].items():
+        lines += [
+            f"## By {key}",
+            "",
+            "| value | photos | recall@1 | wrong | no answer |",
+            "|---|---|---|---|---|",
+        ]
+        for value, metrics in values.items():
+            lines.append(
+                f"| {value} | {metrics['queries']} | {_pct(metrics['recall_at_1'])} | {metrics['wrong']} | "
+                f"{metrics['no_answer']} |"
+            )
+        lines.append("")
+    if report["failures"]:
+        lines += ["## Failures", "", "| query | expected | returned | code |", "|---|---|---|---|"]
+        for failure in report["failures"]:
+            lines.append(
+                f"| {failure['query']} | {failure['expected'] or '(distractor)'} | "
+                f"{failure['returned'] or '(none)'} | {failure['returncode']} |"
+            )
+        lines += [
+            "",
+            "Pictures of each failure are written to `failures/` beside this report (not committed).",
+        ]
+    return "\n".join(lines) + "\n"
