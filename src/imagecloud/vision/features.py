@@ -1,0 +1,172 @@
+"""Keypoints and binary descriptors, spread over the image, with a compact serialisation.
+
+Plain ORB keeps its strongest corners, which cluster on the most contrasted detail (text, logos)
+and leave the rest of a poster undescribed; a photo that crops or glares over that detail then has
+nothing to match. Detecting many FAST candidates and keeping the strongest per grid cell spreads the
+budget evenly, which measurably raises recall at no extra descriptor cost.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+_MAGIC = b"ICF"
+_VERSION = 1
+_HEADER = struct.Struct("<3sBIII")  # magic, version, count, width, height
+DESCRIPTOR_BYTES = 32
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    candidates: int = 4000  # FAST candidates detected by ORB before spreading
+    keep: int = 1000  # keypoints kept after spreading
+    grid: int = 8  # cells per image side for spreading
+    fast_threshold: int = 12
+    scale_factor: float = 1.2
+    levels: int = 8
+    descriptor: str = "teblid"  # "teblid" | "orb"
+
+
+@dataclass(frozen=True, eq=False)
+class Features:
+    """Keypoints in ORIGINAL image pixels (after EXIF orientation) and their 256-bit descriptors."""
+
+    points: np.ndarray  # float32 (N, 2)
+    descriptors: np.ndarray  # uint8 (N, 32)
+    angles: np.ndarray  # float32 (N,) degrees, keypoint orientation
+    octaves: np.ndarray  # uint8 (N,) pyramid level the keypoint was found on
+    width: int
+    height: int
+
+    def __len__(self) -> int:
+        return int(self.points.shape[0])
+
+    def to_bytes(self) -> bytes:
+        """~38 bytes per keypoint: points quantised to 1/65535 of the long side (sub-pixel below 6.5k px)."""
+        n = len(self)
+        unit = max(self.width, self.height) / 65535.0
+        q = np.clip(np.rint(self.points / unit), 0, 65535).astype("<u2")
+        ang = (np.rint(self.angles * (256.0 / 360.0)).astype(np.int64) % 256).astype(np.uint8)
+        return b"".join(
+            (
+                _HEADER.pack(_MAGIC, _VERSION, n, self.width, self.height),
+                q.tobytes(),
+                ang.tobytes(),
+                self.octaves.astype(np.uint8).tobytes(),
+                np.ascontiguousarray(self.descriptors, dtype=np.uint8).tobytes(),
+            )
+        )
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> Features:
+        if len(blob) < _HEADER.size:
+            raise ValueError("feature blob too short")
+        magic, version, n, width, height = _HEADER.unpack_from(blob)
+        if magic != _MAGIC or version != _VERSION:
+            raise ValueError(f"unknown feature blob format {magic!r} v{version}")
+        expected = _HEADER.size + n * (4 + 1 + 1 + DESCRIPTOR_BYTES)
+        if len(blob) != expected or width <= 0 or height <= 0:
+            raise ValueError("corrupt feature blob")
+        off = _HEADER.size
+        q = np.frombuffer(blob, dtype="<u2", count=2 * n, offset=off).reshape(n, 2)
+        off += 4 * n
+        ang = np.frombuffer(blob, dtype=np.uint8, count=n, offset=off)
+        off += n
+        octv = np.frombuffer(blob, dtype=np.uint8, count=n, offset=off)
+        off += n
+        desc = np.frombuffer(blob, dtype=np.uint8, count=n * DESCRIPTOR_BYTES, offset=off)
+        unit = max(width, height) / 65535.0
+        return cls(
+            points=(q.astype(np.float32) * np.float32(unit)),
+            descriptors=desc.reshape(n, DESCRIPTOR_BYTES).copy(),
+            angles=ang.astype(np.float32) * np.float32(360.0 / 256.0),
+            octaves=octv.copy(),
+            width=int(width),
+            height=int(height),
+        )
+
+
+class FeatureExtractor:
+    """Thread-safe: OpenCV feature objects are not, so each call creates its own (cheap)."""
+
+    def __init__(self, settings: FeatureSettings | None = None) -> None:
+        self.settings = settings or FeatureSettings()
+
+    def extract(self, gray: np.ndarray, scale: float, width: int, height: int) -> Features:
+        s = self.settings
+        orb = cv2.ORB.create(
+            nfeatures=s.candidates,
+            scaleFactor=s.scale_factor,
+            nlevels=s.levels,
+            edgeThreshold=19,
+            patchSize=31,
+            fastThreshold=s.fast_threshold,
+        )
+        keypoints = orb.detect(gray, None)
+        keypoints = _spread(keypoints, gray.shape[1], gray.shape[0], s.keep, s.grid)
+        if not keypoints:
+            return _empty(width, height)
+        if s.descriptor == "teblid":
+            describer = cv2.xfeatures2d.TEBLID.create(1.0, cv2.xfeatures2d.TEBLID_SIZE_256_BITS)
+            keypoints, desc = describer.compute(gray, keypoints)
+        else:
+            keypoints, desc = orb.compute(gray, keypoints)
+        if desc is None or len(keypoints) == 0:
+            return _empty(width, height)
+        pts = np.array([kp.pt for kp in keypoints], dtype=np.float32) * np.float32(scale)
+        return Features(
+            points=pts,
+            descriptors=np.ascontiguousarray(desc, dtype=np.uint8),
+            angles=np.array([kp.angle for kp in keypoints], dtype=np.float32),
+            octaves=np.array([kp.octave & 0xFF for kp in keypoints], dtype=np.uint8),
+            width=width,
+            height=height,
+        )
+
+
+def _empty(width: int, height: int) -> Features:
+    return Features(
+        points=np.zeros((0, 2), np.float32),
+        descriptors=np.zeros((0, DESCRIPTOR_BYTES), np.uint8),
+        angles=np.zeros(0, np.float32),
+        octaves=np.zeros(0, np.uint8),
+        width=width,
+        height=height,
+    )
+
+
+def _spread(keypoints: Sequence[cv2.KeyPoint], w: int, h: int, keep: int, grid: int) -> list[cv2.KeyPoint]:
+    """Keep the strongest keypoints per grid cell, then top up with the strongest of the rest.
+
+    Cells follow the image aspect so each covers a roughly square area.
+    """
+    n = len(keypoints)
+    if n <= keep:
+        return list(keypoints)
+    gx = max(1, round(grid * w / max(w, h)))
+    gy = max(1, round(grid * h / max(w, h)))
+    pts = np.array([kp.pt for kp in keypoints], dtype=np.float32)
+    resp = np.array([kp.response for kp in keypoints], dtype=np.float32)
+    cx = np.minimum((pts[:, 0] * gx / w).astype(np.int64), gx - 1)
+    cy = np.minimum((pts[:, 1] * gy / h).astype(np.int64), gy - 1)
+    cell = cy * gx + cx
+    order = np.lexsort((-resp, cell))  # by cell, strongest first within each cell
+    sorted_cells = cell[order]
+    starts = np.searchsorted(sorted_cells, sorted_cells, side="left")
+    rank = np.arange(n) - starts  # rank of each keypoint within its cell
+    quota = max(1, keep // (gx * gy))
+    chosen = order[rank < quota]
+    if len(chosen) < keep:
+        mask = np.ones(n, bool)
+        mask[chosen] = False
+        rest = np.nonzero(mask)[0]
+        rest = rest[np.argsort(-resp[rest])][: keep - len(chosen)]
+        chosen = np.concatenate([chosen, rest])
+    elif len(chosen) > keep:
+        chosen = chosen[np.argsort(-resp[chosen])][:keep]
+    return [keypoints[i] for i in chosen]
