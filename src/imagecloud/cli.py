@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 import time
@@ -166,6 +167,25 @@ def channel_list(
     typer.echo(f"{'channel':<32} {'owner':<20} {'targets':>9} {'quota':>9}")
     for info in infos:
         typer.echo(f"{info.name:<32} {info.owner:<20} {info.count:>9} {info.quota:>9}")
+
+
+@app.command()
+def find(
+    photo: Annotated[Path, typer.Argument(help="A JPEG or PNG photo.")],
+    channel: Annotated[str | None, typer.Option(help="Search only this channel (default: all).")] = None,
+    maxresults: Annotated[int, typer.Option(help="Up to this many distinct targets.")] = 1,
+    data_dir: DataDir = None,
+) -> None:
+    """Search the stored targets for a photo, as FindImage would, and print the JSON answer."""
+    service = build_service(_settings(data_dir))
+    service.start()
+    try:
+        body = {"returncode": 0, **service.find_as_operator(photo.read_bytes(), channel, maxresults)}
+    except ImageCloudError as error:
+        body = {"returncode": error.returncode, "message": error.message}
+    typer.echo(json.dumps(body, ensure_ascii=False))
+    if body["returncode"] != 0:
+        raise typer.Exit(code=1)
 
 
 @bench_app.command("recognition")

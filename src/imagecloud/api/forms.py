@@ -30,6 +30,10 @@ class Form:
         """A text field's value; None when absent or sent as a file."""
         return self.text.get(name)
 
+    def is_file(self, name: str) -> bool:
+        """True when ``name`` came only as a file part, where a text value was expected."""
+        return name in self.files and name not in self.text
+
     def upload(self, name: str = "image") -> Upload | None:
         """The file in ``name`` with its size known up front; None when no file part was sent."""
         part = self.files.get(name)

@@ -87,6 +87,7 @@ async def add_image(request: Request, service: Service, form: Form) -> dict[str,
         form.get("identifier"),
         form.get("metadata"),
         upload,
+        metadata_is_file=form.is_file("metadata"),
     )
     return await _in_thread(request, call, vision=True)
 
@@ -166,6 +167,7 @@ async def update_image(request: Request, service: Service, form: Form) -> dict[s
         form.get("identifier"),
         form.get("metadata"),
         form.upload("image"),
+        metadata_is_file=form.is_file("metadata"),
     )
     return await _in_thread(request, call, vision=True)
 

@@ -250,12 +250,14 @@ class Service:
         identifier: str | None,
         metadata: str | None,
         upload: Upload,
+        *,
+        metadata_is_file: bool = False,
     ) -> dict[str, Any]:
         with self.db.session() as session:
             user = self._authenticate(session, username, secretkey)
             channel_name = check.channel_name(channel)
             raw_identifier = check.required(identifier, "identifier")
-            meta = check.metadata(metadata, self.settings.max_metadata_bytes)
+            meta = check.metadata(metadata, self.settings.max_metadata_bytes, sent_as_file=metadata_is_file)
             owned = self._owned_channel(session, user, channel_name)
             ident = check.identifier(raw_identifier)
             self._check_insertable(session, owned, ident)
@@ -330,14 +332,16 @@ class Service:
         identifier: str | None,
         metadata: str | None,
         upload: Upload | None,
+        *,
+        metadata_is_file: bool = False,
     ) -> dict[str, Any]:
         with self.db.session() as session:
             user = self._authenticate(session, username, secretkey)
             channel_name = check.channel_name(channel)
             raw_identifier = check.required(identifier, "identifier")
-            if metadata is None and upload is None:
+            if metadata is None and upload is None and not metadata_is_file:
                 raise InvalidParameter("nothing to update: give metadata and/or image")
-            meta = check.metadata(metadata, self.settings.max_metadata_bytes)
+            meta = check.metadata(metadata, self.settings.max_metadata_bytes, sent_as_file=metadata_is_file)
             owned = self._owned_channel(session, user, channel_name)
             ident = check.identifier(raw_identifier)
             old = self._target(session, owned, ident)
@@ -516,22 +520,35 @@ class Service:
             else:
                 scopes = set(session.scalars(select(Channel.id).where(Channel.owner_id == user.id)))
         data = self._read_upload(upload, self.settings.max_find_bytes)
+        return self._find(data, scopes, limit, with_level=not channel, count=True)
+
+    def find_as_operator(self, data: bytes, channel: str | None, limit: int = 1) -> dict[str, Any]:
+        """The operator's ``imagecloud find``: search one channel or every channel, counting no match."""
+        with self.db.session() as session:
+            if channel:
+                scopes = {self._channel(session, channel).id}
+            else:
+                scopes = set(session.scalars(select(Channel.id)))
+        return self._find(data, scopes, limit, with_level=True, count=False)
+
+    def _find(
+        self, data: bytes, scopes: set[int], limit: int, *, with_level: bool, count: bool
+    ) -> dict[str, Any]:
         query = self.recognizer.analyse_query(data)
         body: dict[str, Any] = {}
-        if not channel:
+        if with_level:
             body["level"] = self.recognizer.rate_query(query)
         matches = self.recognizer.search(query, sorted(scopes), limit) if scopes else []
         results = self._resolve_matches(matches, scopes)
         if results:
             best = results[0]
-            self._count_match(best["_channel_id"], best["identifier"])
+            if count:
+                self._count_match(best["_channel_id"], best["identifier"])
             body.update({key: value for key, value in best.items() if not key.startswith("_")})
-            if limit > 1:
-                body["results"] = [
-                    {key: value for key, value in item.items() if not key.startswith("_")} for item in results
-                ]
-        elif limit > 1:
-            body["results"] = []
+        if limit > 1:
+            body["results"] = [
+                {key: value for key, value in item.items() if not key.startswith("_")} for item in results
+            ]
         return body
 
     def _resolve_matches(self, matches: Sequence[Any], scopes: set[int]) -> list[dict[str, Any]]:

@@ -16,8 +16,8 @@ from imagecloud.errors import InvalidIdentifier, InvalidParameter
 IDENTIFIER = re.compile(r"[A-Za-z0-9@_.]{3,50}")
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9@_.\-]{1,64}")
 USER_NAME = CHANNEL_NAME
-_DATE = re.compile(r"(\d{4})(\d{2})?(\d{2})?")
-_UINT = re.compile(r"\d{1,18}")
+_DATE = re.compile(r"([0-9]{4})([0-9]{2})?([0-9]{2})?")
+_UINT = re.compile(r"[0-9]{1,18}")
 
 
 def required(value: str | None, field: str) -> str:
@@ -59,8 +59,14 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def metadata(value: str | None, max_bytes: int) -> str | None:
-    """Optional JSON document, returned later exactly as sent. Empty means absent."""
+def metadata(value: str | None, max_bytes: int, *, sent_as_file: bool = False) -> str | None:
+    """Optional JSON document, returned later exactly as sent. Empty means absent.
+
+    A file part named ``metadata`` is refused rather than read as absent: dropping it silently would store
+    a target without the metadata its owner believes was sent.
+    """
+    if sent_as_file:
+        raise InvalidParameter("metadata must be a text field, not a file")
     if value is None or value == "":
         return None
     if len(value.encode("utf-8", "surrogatepass")) > max_bytes:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-_KEY = re.compile(r"^[0-9a-f]{32}$")
+_KEY = re.compile(r"[0-9a-f]{32}")
 
 
 def new_blob_key() -> str:
@@ -34,7 +34,7 @@ class LocalBlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        if not _KEY.match(key):
+        if not _KEY.fullmatch(key):
             raise ValueError(f"not a blob key: {key!r}")
         return self.root / key[:2] / key
 
@@ -68,7 +68,7 @@ class LocalBlobStore:
                 if name.endswith(".tmp"):
                     # Leftover of a write cut short by a crash: never referenced by a row.
                     entry.unlink(missing_ok=True)
-                elif _KEY.match(name):
+                elif _KEY.fullmatch(name):
                     yield name
 
 

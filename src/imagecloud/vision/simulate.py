@@ -74,14 +74,23 @@ def view_homography(
 
 
 def simulate_view(
-    image: np.ndarray, params: ViewParams, seed: int, out_size: tuple[int, int] | None = None
+    image: np.ndarray,
+    params: ViewParams,
+    seed: int,
+    out_size: tuple[int, int] | None = None,
+    background_image: np.ndarray | None = None,
 ) -> SimulatedView:
+    """One view of ``image``; ``background_image`` (a real photo) replaces the synthetic background."""
     rng = np.random.default_rng(seed)
     h, w = image.shape[:2]
     if out_size is None:
         out_size = (w, h)
     H = view_homography(w, h, out_size, params, rng)
-    background = _background(rng, out_size, image.shape[2] if image.ndim == 3 else 0, params.background)
+    channels = image.shape[2] if image.ndim == 3 else 0
+    if background_image is not None:
+        background = _photo_background(background_image, out_size, channels)
+    else:
+        background = _background(rng, out_size, channels, params.background)
     warped = cv2.warpPerspective(image, H, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     mask = cv2.warpPerspective(np.full((h, w), 255, np.uint8), H, out_size, flags=cv2.INTER_LINEAR)
     alpha = mask.astype(np.float32) / 255.0
@@ -102,6 +111,21 @@ def simulate_view(
             if decoded is not None:
                 view = np.asarray(decoded, dtype=np.uint8)
     return SimulatedView(image=view, homography=H)
+
+
+def _photo_background(photo: np.ndarray, size: tuple[int, int], channels: int) -> np.ndarray:
+    """A real photo scaled to cover the view, centre-cropped, with the view's channel count."""
+    if channels == 0 and photo.ndim == 3:
+        photo = cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY)
+    elif channels == 3 and photo.ndim == 2:
+        photo = cv2.cvtColor(photo, cv2.COLOR_GRAY2BGR)
+    w, h = size
+    ph, pw = photo.shape[:2]
+    cover = max(w / pw, h / ph)
+    resized = cv2.resize(photo, (max(w, round(pw * cover)), max(h, round(ph * cover))))
+    top = (resized.shape[0] - h) // 2
+    left = (resized.shape[1] - w) // 2
+    return np.ascontiguousarray(resized[top : top + h, left : left + w])
 
 
 def _background(rng: np.random.Generator, size: tuple[int, int], channels: int, kind: str) -> np.ndarray:

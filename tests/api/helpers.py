@@ -1,0 +1,92 @@
+"""Small helpers shared by the HTTP tests: uploads, stored state as the operator sees it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from imagecloud.storage import Channel, Target
+from imagecloud.storage.blobs import new_blob_key
+from tests.server import Account, ServerProcess
+
+
+def jpeg(data: bytes, name: str = "image.jpg") -> dict[str, tuple[str, bytes, str]]:
+    """``files=`` for httpx: one upload in field ``image``."""
+    return {"image": (name, data, "image/jpeg")}
+
+
+def add(
+    server: ServerProcess, account: Account, identifier: str, data: bytes, **fields: Any
+) -> dict[str, Any]:
+    return server.call("AddImage", account.auth(identifier=identifier, **fields), files=jpeg(data))
+
+
+def add_ok(
+    server: ServerProcess, account: Account, identifier: str, data: bytes, **fields: Any
+) -> dict[str, Any]:
+    body = add(server, account, identifier, data, **fields)
+    assert body["returncode"] == 0, body
+    return body
+
+
+def find(server: ServerProcess, account: Account, photo: bytes, **fields: Any) -> dict[str, Any]:
+    data = {"username": account.username, "secretkey": account.secretkey, **fields}
+    return server.call("FindImage", data, files=jpeg(photo, "photo.jpg"))
+
+
+def find_in(server: ServerProcess, account: Account, photo: bytes, **fields: Any) -> dict[str, Any]:
+    """FindImage in the account's channel."""
+    return find(server, account, photo, channel=account.channel, **fields)
+
+
+def blob_files(server: ServerProcess) -> set[str]:
+    """Every file under the blob folder, as paths relative to it."""
+    root = server.data_dir / "blobs"
+    return {str(path.relative_to(root)) for path in Path(root).rglob("*") if path.is_file()}
+
+
+def stored_identifiers(server: ServerProcess, channel: str) -> list[str]:
+    """Target rows of ``channel`` as the database holds them."""
+    with server.operator.db.session() as session:
+        return sorted(
+            session.scalars(
+                select(Target.identifier)
+                .join(Channel, Channel.id == Target.channel_id)
+                .where(Channel.name == channel)
+            )
+        )
+
+
+def target_count(server: ServerProcess) -> int:
+    with server.operator.db.session() as session:
+        return session.scalar(select(func.count(Target.id))) or 0
+
+
+def total_count(server: ServerProcess, account: Account) -> int:
+    body = server.call("GetImages", account.auth())
+    assert body["returncode"] == 0, body
+    count: int = body["totalcount"]
+    return count
+
+
+def seed_rows(server: ServerProcess, account: Account, identifiers: list[str]) -> None:
+    """Rows straight into the real database: ordering and paging need no recognition work."""
+    with server.operator.db.session() as session:
+        channel = session.query(Channel).filter_by(name=account.channel).one()
+        for n, identifier in enumerate(identifiers):
+            session.add(
+                Target(
+                    channel_id=channel.id,
+                    identifier=identifier,
+                    meta=f'{{"n": {n}}}',
+                    level=3,
+                    matchratio=0.25,
+                    width=640,
+                    height=480,
+                    size_bytes=1,
+                    content_type="image/jpeg",
+                    blob_key=new_blob_key(),
+                )
+            )
