@@ -76,7 +76,6 @@ class TestApproximateSegments:
             found = [c.entry for c in index.shortlist(_descriptors(e), [1], 1)]
             assert found == ([] if e % 7 == 0 else [e])
 
-
     def test_incremental_adds_end_in_ivf_without_duplicate_rows(self) -> None:
         """Adds that keep coming while rebuilds run must not leave a growing exact part behind."""
         index = BinaryVotingIndex(self.settings)
