@@ -247,5 +247,43 @@ def bench_recognition(
     typer.echo(f"report written to {target}/report.md")
 
 
+@bench_app.command("synthesize")
+def bench_synthesize(
+    images: Annotated[Path, typer.Argument(help="Folder of target images.")],
+    out: Annotated[Path, typer.Argument(help="Benchmark folder to write (targets/, queries/, queries.csv).")],
+    backgrounds: Annotated[
+        Path | None, typer.Option(help="Real photos to use behind the print (photo-background condition).")
+    ] = None,
+    distractors: Annotated[
+        Path | None, typer.Option(help="Unrelated photos to link as distractors/.")
+    ] = None,
+    max_images: Annotated[int | None, typer.Option(help="Use only the first N images.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated views.")] = 0,
+    copy: Annotated[
+        bool, typer.Option("--copy", help="Copy targets/distractors instead of linking.")
+    ] = False,
+) -> None:
+    """Make a benchmark of simulated phone photos (tilt, scale, blur, noise, light, JPEG, rotation,
+    occlusion, real backgrounds) of any image set; measure it with `bench recognition`."""
+    from imagecloud.bench.synthetic import CONDITIONS, synthesize
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 20 == 0:
+            typer.echo(f"images: {done}/{total}", err=True)
+
+    written = synthesize(
+        images,
+        out,
+        backgrounds=backgrounds,
+        distractors=distractors,
+        max_images=max_images,
+        seed=seed,
+        copy=copy,
+        progress=progress,
+    )
+    names = ", ".join(condition.name for condition in CONDITIONS)
+    typer.echo(f"wrote {written} photos ({names}) to {out}")
+
+
 def main() -> None:
     app()

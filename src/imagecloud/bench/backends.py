@@ -106,7 +106,7 @@ class HttpBackend:
         response = self.client.post(path, data=form, files=files)
         elapsed = time.perf_counter() - started
         response.raise_for_status()
-        return Call(body=response.json(), seconds=_server_seconds(response) or elapsed)
+        return Call(body=response.json(), seconds=server_seconds(response) or elapsed)
 
     def add(self, identifier: str, data: bytes) -> Call:
         return self._post("/AddImage", {"channel": self.channel, "identifier": identifier}, data)
@@ -120,7 +120,7 @@ class HttpBackend:
         self.client.close()
 
 
-def _server_seconds(response: httpx.Response) -> float | None:
+def server_seconds(response: httpx.Response) -> float | None:
     for part in response.headers.get("server-timing", "").split(","):
         name, _, params = part.strip().partition(";")
         if name == "app" and params.startswith("dur="):

@@ -1,0 +1,112 @@
+"""The benchmark command end to end on a tiny generated data set, in-process and over HTTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import httpx
+import pytest
+
+from imagecloud.bench import recognition
+from imagecloud.bench.backends import HttpBackend, InProcessBackend, server_seconds
+from imagecloud.bench.dataset import load_dataset
+from imagecloud.bench.synthetic import CONDITIONS, synthesize
+from tests import imagegen
+from tests.server import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    images = tmp_path_factory.mktemp("images")
+    for seed in range(4):
+        cv2.imwrite(str(images / f"poster{seed}.png"), imagegen.poster(seed))
+    distractors = tmp_path_factory.mktemp("distractors")
+    for seed in range(100, 104):
+        cv2.imwrite(str(distractors / f"other{seed}.jpg"), imagegen.poster(seed))
+    out = tmp_path_factory.mktemp("set")
+    baseline = CONDITIONS[0]
+    rotated = next(c for c in CONDITIONS if c.name == "rotate-90")
+    synthesize(images, out, conditions=(baseline, rotated), distractors=distractors)
+    return out
+
+
+def test_in_process_report(dataset_dir: Path, tmp_path: Path) -> None:
+    backend = InProcessBackend()
+    try:
+        report = recognition.run(load_dataset(dataset_dir), backend, tmp_path, distractor_mode="split")
+    finally:
+        backend.close()
+    assert report["enrolled"]["targets"] == 4
+    assert report["enrolled"]["distractors"] == 2  # split: even-numbered enrolled, odd-numbered queried
+    assert report["queries"]["queries"] == 8
+    assert report["queries"]["recall_at_1"] == 1.0
+    assert report["queries"]["wrong"] == 0
+    assert report["distractor_queries"] == {
+        "queries": 2,
+        "false_matches": 0,
+        "false_match_rate": 0.0,
+        "found_itself": 0,
+    }
+    assert set(report["by_condition"]["condition"]) == {"baseline", "rotate-90"}
+    assert report["find_latency"]["count"] == 10
+    assert report["machine"]["cores"] >= 1
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert written["queries"] == report["queries"]
+    assert "recall@1" in (tmp_path / "report.md").read_text()
+
+
+def test_failures_get_pictures(dataset_dir: Path, tmp_path: Path) -> None:
+    """A target that cannot be enrolled makes its photos fail, and each failure is drawn."""
+    dataset = load_dataset(dataset_dir)
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), imagegen.blank())
+    broken = dataset.targets | {"poster0": blank}
+    backend = InProcessBackend()
+    try:
+        report = recognition.run(
+            type(dataset)(dataset.root, broken, dataset.queries, []), backend, tmp_path / "out"
+        )
+    finally:
+        backend.close()
+    assert report["enrolled"]["returncodes"] == {"0": 3, "20013": 1}
+    failed = {f["query"] for f in report["failures"]}
+    assert failed == {"queries/poster0--baseline.jpg", "queries/poster0--rotate-90.jpg"}
+    pictures = sorted(p.name for p in (tmp_path / "out/failures").iterdir())
+    assert pictures == ["poster0--baseline.png", "poster0--rotate-90.png"]
+
+
+def test_over_http_with_server_timing(dataset_dir: Path, server: ServerProcess, tmp_path: Path) -> None:
+    account = server.new_account("benchhttp")
+    backend = HttpBackend(server.url, account.username, account.secretkey)
+    channel = backend.channel
+    try:
+        report = recognition.run(load_dataset(dataset_dir), backend, tmp_path, max_distractors=0)
+    finally:
+        backend.close()
+    assert report["queries"]["recall_at_1"] == 1.0
+    assert 0 < report["find_latency"]["p50_ms"] < 60_000
+    listed = server.call("ListChannels", {"username": account.username, "secretkey": account.secretkey})
+    assert channel not in [c["channel"] for c in listed["channels"]]  # the benchmark cleans up
+
+
+class TestServerTiming:
+    def test_every_vendor_answer_carries_server_time(self, server: ServerProcess) -> None:
+        response = server.post("GetImages", {"username": "nobody", "secretkey": "x", "channel": "c"})
+        seconds = server_seconds(response)
+        assert seconds is not None and seconds > 0
+
+    @pytest.mark.parametrize(
+        ("header", "expected"),
+        [
+            ("app;dur=12.5", 0.0125),
+            ("db;dur=3, app;dur=40", 0.04),
+            ("app", None),
+            ("app;dur=x", None),
+            ("", None),
+        ],
+    )
+    def test_parsing(self, header: str, expected: float | None) -> None:
+        response = httpx.Response(200, headers={"server-timing": header} if header else {})
+        assert server_seconds(response) == expected
