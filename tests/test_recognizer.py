@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -72,6 +73,30 @@ class TestRecognition:
     def test_query_rating(self, recognizer: Recognizer) -> None:
         q = recognizer.analyse_query(_photo_bytes(1, seed=3))
         assert 1 <= recognizer.rate_query(q) <= 5
+
+
+class TestSecondPass:
+    """A print filling ~20% of the frame is beyond the fast first pass; the second pass finds it."""
+
+    @pytest.mark.parametrize("target", [1, 2, 3])
+    def test_small_target_found_only_by_second_pass(self, recognizer: Recognizer, target: int) -> None:
+        view = imagegen.photo(imagegen.poster(100 + target), target - 1, scale=0.2, out_size=(1024, 768))
+        q = recognizer.analyse_query(imagegen.encode(view.image, "jpeg", 88))
+        with_second = recognizer.search(q, [1])
+        recognizer.settings = dataclasses.replace(recognizer.settings, second_pass=False)
+        assert recognizer.search(q, [1]) == []
+        assert [m.target_id for m in with_second] == [target]
+        assert _corner_error(with_second[0], view.homography) < 12.0
+
+    def test_unrelated_small_poster_not_matched(self, recognizer: Recognizer) -> None:
+        view = imagegen.photo(imagegen.poster(903), 7, scale=0.2, out_size=(1024, 768))
+        q = recognizer.analyse_query(imagegen.encode(view.image, "jpeg", 88))
+        assert recognizer.search(q, [1], max_results=5) == []
+
+    def test_other_scope_not_searched_by_second_pass(self, recognizer: Recognizer) -> None:
+        view = imagegen.photo(imagegen.poster(102), 1, scale=0.2, out_size=(1024, 768))
+        q = recognizer.analyse_query(imagegen.encode(view.image, "jpeg", 88))
+        assert recognizer.search(q, [2]) == []
 
 
 class TestQueryAnalysis:

@@ -22,6 +22,17 @@ def _noisy(desc: np.ndarray, seed: int, bits: int = 3) -> np.ndarray:
 
 
 class TestShortlist:
+    def test_ballots_of_disjoint_descriptor_sets_add_up(self) -> None:
+        index = BinaryVotingIndex()
+        for e in range(20):
+            index.add(1, e, _descriptors(e))
+        query = np.concatenate([_noisy(_descriptors(4), 1)[:120], _noisy(_descriptors(9), 2)[:80]])
+        whole = index.ballot(query, [1])
+        parts = index.ballot(query[:70], [1]) + index.ballot(query[70:], [1])
+        assert [(c.entry, c.votes) for c in parts.top(5)] == [(c.entry, c.votes) for c in whole.top(5)]
+        assert [c.entry for c in whole.top(2)] == [4, 9]
+        assert index.ballot(query[:0], [1]).top(5) == []
+
     def test_best_entry_first(self) -> None:
         index = BinaryVotingIndex()
         for e in range(20):

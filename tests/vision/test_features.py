@@ -24,6 +24,15 @@ class TestExtraction:
         quadrant = (f.points[:, 0] > w / 2).astype(int) + 2 * (f.points[:, 1] > h / 2)
         assert np.bincount(quadrant, minlength=4).min() > len(f) / 10
 
+    def test_every_prefix_is_spread(self) -> None:
+        """The first descriptors vote alone in the first search round, so they must cover the image too."""
+        gray = cv2.cvtColor(poster(1), cv2.COLOR_BGR2GRAY)
+        f = _extract(gray)
+        head = f.points[: len(f) // 4]
+        h, w = gray.shape
+        quadrant = (head[:, 0] > w / 2).astype(int) + 2 * (head[:, 1] > h / 2)
+        assert np.bincount(quadrant, minlength=4).min() > len(head) / 8
+
     def test_points_in_original_coordinates(self) -> None:
         gray = cv2.cvtColor(poster(2), cv2.COLOR_BGR2GRAY)
         f = _extract(gray, scale=2.5)

@@ -4,6 +4,6 @@ The recognizer only uses ``add``/``remove``/``drop_scope``/``load``/``shortlist`
 structure (e.g. a vocabulary tree for millions of targets) can replace ``BinaryVotingIndex``.
 """
 
-from imagecloud.index.binary import BinaryVotingIndex, Candidate, IndexSettings
+from imagecloud.index.binary import Ballot, BinaryVotingIndex, Candidate, IndexSettings
 
-__all__ = ["BinaryVotingIndex", "Candidate", "IndexSettings"]
+__all__ = ["Ballot", "BinaryVotingIndex", "Candidate", "IndexSettings"]

@@ -51,6 +51,34 @@ class Candidate:
 
 
 @dataclass(frozen=True, eq=False)
+class Ballot:
+    """Votes per entry from a set of query descriptors."""
+
+    entries: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # sorted, unique
+    votes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    scope_of: dict[int, int] = field(default_factory=dict)
+
+    def __add__(self, other: Ballot) -> Ballot:
+        """Votes of two disjoint sets of query descriptors."""
+        if len(other.entries) == 0:
+            return self
+        if len(self.entries) == 0:
+            return other
+        entries, inverse = np.unique(np.concatenate([self.entries, other.entries]), return_inverse=True)
+        votes = np.bincount(inverse, np.concatenate([self.votes, other.votes]), minlength=len(entries))
+        return Ballot(entries, votes, {**self.scope_of, **other.scope_of})
+
+    def top(self, limit: int) -> list[Candidate]:
+        """The ``limit`` best-voted entries, most votes first (ties: lower entry first)."""
+        order = np.argsort(-self.votes, kind="stable")[:limit]
+        return [
+            Candidate(self.scope_of[int(self.entries[i])], int(self.entries[i]), float(self.votes[i]))
+            for i in order
+            if self.votes[i] > 0
+        ]
+
+
+@dataclass(frozen=True, eq=False)
 class _Segment:
     index: object  # faiss.IndexBinary (flat or IVF); read-only once published
     entries: np.ndarray  # int64 per row
@@ -251,10 +279,18 @@ class BinaryVotingIndex:
     # ----------------------------------------------------------------------------- readers
     def shortlist(self, descriptors: np.ndarray, scopes: Sequence[int], limit: int) -> list[Candidate]:
         """Entries ranked by how many query descriptors have them among their near neighbours."""
+        return self.ballot(descriptors, scopes).top(limit)
+
+    def ballot(self, descriptors: np.ndarray, scopes: Sequence[int]) -> Ballot:
+        """The votes of these query descriptors, per entry.
+
+        Ballots of disjoint descriptor subsets of one photo add up to the ballot of the whole photo, so a
+        search can vote with a few descriptors first and only pay for the rest when it has to.
+        """
         s = self.settings
         query = np.ascontiguousarray(descriptors, dtype=np.uint8)
         if len(query) == 0:
-            return []
+            return Ballot()
         with self._swap:
             snaps = [(sc, self._snapshots[sc]) for sc in dict.fromkeys(scopes) if sc in self._snapshots]
         qs: list[np.ndarray] = []
@@ -277,19 +313,16 @@ class BinaryVotingIndex:
                 for e in np.unique(ent).tolist():
                     scope_of[e] = scope
         if not qs:
-            return []
+            return Ballot()
         qi = np.concatenate(qs)
         ent = np.concatenate(es)
         if len(ent) == 0:
-            return []
+            return Ballot()
         uniq, inverse = np.unique(ent, return_inverse=True)
         # One vote per (query descriptor, entry): repeated texture inside a target cannot stuff the ballot.
         pair = np.unique(qi.astype(np.int64) * len(uniq) + inverse)
         votes = np.bincount(pair % len(uniq), minlength=len(uniq)).astype(np.float64)
-        order = np.argsort(-votes, kind="stable")[:limit]
-        return [
-            Candidate(scope_of[int(uniq[i])], int(uniq[i]), float(votes[i])) for i in order if votes[i] > 0
-        ]
+        return Ballot(uniq.astype(np.int64), votes, scope_of)
 
     def __len__(self) -> int:
         with self._swap:

@@ -16,11 +16,11 @@ import cv2
 import faiss
 import numpy as np
 
-from imagecloud.errors import FeatureInsufficient
-from imagecloud.index.binary import BinaryVotingIndex, IndexSettings
+from imagecloud.errors import FeatureInsufficient, ImageCloudError
+from imagecloud.index.binary import BinaryVotingIndex, Candidate, IndexSettings
 from imagecloud.vision.decode import decode_image
 from imagecloud.vision.features import FeatureExtractor, Features, FeatureSettings
-from imagecloud.vision.rating import rate
+from imagecloud.vision.rating import SelfTest, rate, self_test
 from imagecloud.vision.verify import VerifySettings, verify
 
 cv2.setNumThreads(1)
@@ -41,6 +41,15 @@ class RecognizerSettings:
     shortlist: int = 10  # candidates geometrically verified per search
     min_query_keypoints: int = 40  # fewer and a photo cannot be searched (FeatureInsufficient)
     min_votes: float = 8.0  # candidates with fewer descriptor votes are not worth verifying
+    first_votes: int = 500  # photo descriptors in the first, cheap voting round
+    first_verify: int = 2  # candidates of the first round verified before the remaining descriptors vote
+    # Second pass, only for photos the first pass found nothing in: small, steep or low-contrast prints.
+    second_pass: bool = True
+    second_working_size: int = 1400  # long side the photo is re-analysed at, upsampled if need be
+    second_max_upsample: float = 1.5  # tiny photos are not blown up further: they hold nothing more
+    second_features: FeatureSettings = field(
+        default_factory=lambda: FeatureSettings(candidates=10_000, keep=3000, fast_threshold=8)
+    )
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class QueryAnalysis:
     features: Features
     gray: np.ndarray
     scale: float
+    data: bytes = b""  # the photo as sent, re-read at a higher resolution only by the second pass
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,7 @@ class Recognizer:
         self.settings = settings or RecognizerSettings()
         self._extractor = FeatureExtractor(self.settings.features)
         self._query_extractor = FeatureExtractor(self.settings.query_features)
+        self._second_extractor = FeatureExtractor(self.settings.second_features)
         self._index = BinaryVotingIndex(self.settings.index)
         self._lock = threading.Lock()  # guards the two maps below; never held during vision work
         self._entries: dict[int, _Entry] = {}
@@ -112,7 +123,7 @@ class Recognizer:
         if len(feats) < s.min_query_keypoints:
             raise FeatureInsufficient(f"only {len(feats)} keypoints in the photo")
         return QueryAnalysis(
-            width=img.width, height=img.height, features=feats, gray=img.gray, scale=img.scale
+            width=img.width, height=img.height, features=feats, gray=img.gray, scale=img.scale, data=data
         )
 
     def rate_query(self, query: QueryAnalysis) -> int:
@@ -120,6 +131,17 @@ class Recognizer:
             return rate(query.gray, query.features, query.scale, self._extractor).level
         except FeatureInsufficient:
             return 1
+
+    def explain_target(self, data: bytes, features_blob: bytes) -> tuple[Features, SelfTest]:
+        """A stored target's keypoints (original pixels) and how often each was re-found in the self-test.
+
+        Re-runs the rating's fixed views on the stored original against the stored features, so the console
+        can show where a target is weak; the stored level and matchratio are left as they are.
+        """
+        s = self.settings
+        img = decode_image(data, max_pixels=s.max_pixels, working_size=s.target_working_size)
+        feats = Features.from_bytes(features_blob)
+        return feats, self_test(img.gray, feats, img.scale, self._extractor)
 
     # ----------------------------------------------------------------------------- index upkeep
     def add(self, scope: int, target_id: int, features_blob: bytes) -> None:
@@ -187,14 +209,82 @@ class Recognizer:
         Candidates are verified in vote order and the search stops once ``max_results`` distinct
         targets have passed: verification, not the vote, decides what is returned, so a later
         candidate can only add another correct answer, and skipping it saves most of the cost.
+
+        Voting costs time linear in the number of photo descriptors, so it happens in two rounds: the
+        first ``first_votes`` descriptors (spread over the photo) vote and their best candidates are
+        verified with all of the photo's features; only when that does not settle the search do the
+        remaining descriptors add their votes. Both rounds together cast exactly the votes one round
+        would, so the slower path loses nothing.
         """
         s = self.settings
         wanted = max(1, max_results)
-        candidates = self._index.shortlist(query.features.descriptors, scopes, max(s.shortlist, wanted))
+        limit = max(s.shortlist, wanted)
+        desc = query.features.descriptors
         found: list[tuple[int, int, Match]] = []
+        tried: set[int] = set()
+        first = min(len(desc), s.first_votes)
+        ballot = self._index.ballot(desc[:first], scopes)
+        scale = first / max(1, len(desc))
+        self._verify_candidates(query, ballot.top(s.first_verify), s.min_votes * scale, wanted, found, tried)
+        if len(found) < wanted and first < len(desc):
+            ballot = ballot + self._index.ballot(desc[first:], scopes)
+            self._verify_candidates(query, ballot.top(limit), s.min_votes, wanted, found, tried)
+        if not found and s.second_pass and query.data:
+            self._second_pass(query, scopes, limit, wanted, found)
+        return self._current_matches(found, wanted)
+
+    def _second_pass(
+        self,
+        query: QueryAnalysis,
+        scopes: Sequence[int],
+        limit: int,
+        wanted: int,
+        found: list[tuple[int, int, Match]],
+    ) -> None:
+        """Re-analyse the photo larger and denser, then vote and verify again.
+
+        A print filling 15-30% of the frame, or seen at a steep angle, leaves only a few dozen of the
+        first pass's keypoints on the print, and its fine detail sits below the smallest scale the
+        800-px analysis sees. Upsampled to 1400 px with a lower FAST threshold and 3,000 keypoints, the
+        same print gets enough correspondences to verify. The usual verification decides, so this adds
+        reach, not risk; it costs several times the first pass and so runs only when that found nothing.
+        """
+        s = self.settings
+        try:
+            img = decode_image(query.data, max_pixels=s.max_pixels, working_size=s.second_working_size)
+        except ImageCloudError:
+            return
+        gray, scale = img.gray, img.scale
+        long_side = max(gray.shape)
+        factor = min(s.second_max_upsample, s.second_working_size / long_side)
+        if factor > 1.01:
+            gray = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
+            scale /= factor
+        feats = self._second_extractor.extract(gray, scale, img.width, img.height)
+        if len(feats) < s.min_query_keypoints:
+            return
+        dense = QueryAnalysis(
+            width=img.width, height=img.height, features=feats, gray=gray, scale=scale, data=b""
+        )
+        candidates = self._index.ballot(feats.descriptors, scopes).top(limit)
+        self._verify_candidates(dense, candidates, s.min_votes, wanted, found, set())
+
+    def _verify_candidates(
+        self,
+        query: QueryAnalysis,
+        candidates: Sequence[Candidate],
+        min_votes: float,
+        wanted: int,
+        found: list[tuple[int, int, Match]],
+        tried: set[int],
+    ) -> None:
+        s = self.settings
         for cand in candidates:
-            if cand.votes < s.min_votes or len(found) >= wanted:
+            if cand.votes < min_votes or len(found) >= wanted:
                 break
+            if cand.entry in tried:
+                continue
+            tried.add(cand.entry)
             with self._lock:
                 e = self._entries.get(cand.entry)
             if e is None:
@@ -208,7 +298,9 @@ class Recognizer:
                         Match(target_id=e.target_id, scope=e.scope, score=v.score, corners=v.corners),
                     )
                 )
-        found.sort(key=lambda f: -f[1])
+
+    def _current_matches(self, found: list[tuple[int, int, Match]], wanted: int) -> list[Match]:
+        found = sorted(found, key=lambda f: -f[1])
         out: list[Match] = []
         seen: set[tuple[int, int]] = set()
         with self._lock:

@@ -118,12 +118,12 @@ class FeatureExtractor:
             keypoints, desc = orb.compute(gray, keypoints)
         if desc is None or len(keypoints) == 0:
             return _empty(width, height)
-        pts = np.array([kp.pt for kp in keypoints], dtype=np.float32) * np.float32(scale)
+        pts = np.asarray(cv2.KeyPoint.convert(keypoints), dtype=np.float32).reshape(-1, 2) * np.float32(scale)
         return Features(
             points=pts,
             descriptors=np.ascontiguousarray(desc, dtype=np.uint8),
-            angles=np.array([kp.angle for kp in keypoints], dtype=np.float32),
-            octaves=np.array([kp.octave & 0xFF for kp in keypoints], dtype=np.uint8),
+            angles=np.fromiter((kp.angle for kp in keypoints), np.float32, len(keypoints)),
+            octaves=np.fromiter((kp.octave & 0xFF for kp in keypoints), np.uint8, len(keypoints)),
             width=width,
             height=height,
         )
@@ -143,15 +143,17 @@ def _empty(width: int, height: int) -> Features:
 def _spread(keypoints: Sequence[cv2.KeyPoint], w: int, h: int, keep: int, grid: int) -> list[cv2.KeyPoint]:
     """Keep the strongest keypoints per grid cell, then top up with the strongest of the rest.
 
-    Cells follow the image aspect so each covers a roughly square area.
+    Cells follow the image aspect so each covers a roughly square area. The result is ordered so that
+    every prefix is spread too (see below).
     """
     n = len(keypoints)
     if n <= keep:
         return list(keypoints)
     gx = max(1, round(grid * w / max(w, h)))
     gy = max(1, round(grid * h / max(w, h)))
-    pts = np.array([kp.pt for kp in keypoints], dtype=np.float32)
-    resp = np.array([kp.response for kp in keypoints], dtype=np.float32)
+    # KeyPoint.convert reads the points in C++; a list comprehension over 4,000 keypoints costs ~2 ms.
+    pts = np.asarray(cv2.KeyPoint.convert(keypoints), dtype=np.float32).reshape(-1, 2)
+    resp = np.fromiter((kp.response for kp in keypoints), np.float32, n)
     cx = np.minimum((pts[:, 0] * gx / w).astype(np.int64), gx - 1)
     cy = np.minimum((pts[:, 1] * gy / h).astype(np.int64), gy - 1)
     cell = cy * gx + cx
@@ -160,7 +162,10 @@ def _spread(keypoints: Sequence[cv2.KeyPoint], w: int, h: int, keep: int, grid: 
     starts = np.searchsorted(sorted_cells, sorted_cells, side="left")
     rank = np.arange(n) - starts  # rank of each keypoint within its cell
     quota = max(1, keep // (gx * gy))
-    chosen = order[rank < quota]
+    within = rank < quota
+    # Round-robin over the cells (every cell's strongest, then every cell's second …): any prefix of the
+    # result is itself spread, so a search can vote with the first few hundred descriptors alone.
+    chosen = order[within][np.lexsort((-resp[order[within]], rank[within]))]
     if len(chosen) < keep:
         mask = np.ones(n, bool)
         mask[chosen] = False
@@ -168,5 +173,5 @@ def _spread(keypoints: Sequence[cv2.KeyPoint], w: int, h: int, keep: int, grid: 
         rest = rest[np.argsort(-resp[rest])][: keep - len(chosen)]
         chosen = np.concatenate([chosen, rest])
     elif len(chosen) > keep:
-        chosen = chosen[np.argsort(-resp[chosen])][:keep]
+        chosen = chosen[:keep]
     return [keypoints[i] for i in chosen]

@@ -103,23 +103,51 @@ def rate(gray: np.ndarray, features: Features, scale: float, extractor: FeatureE
     n = len(features)
     if n < MIN_KEYPOINTS:
         raise FeatureInsufficient(f"only {n} keypoints")
-    match_settings = VerifySettings(ratio=0.8)
-    work_pts = features.points / np.float32(scale)  # target features in working-image pixels
-    h, w = gray.shape[:2]
-    found: list[int] = []
-    for seed, params in enumerate(_VIEWS):
-        view = simulate_view(gray, params, seed=seed)
-        vf = extractor.extract(view.image, 1.0, w, h)
-        v_idx, t_idx = match_descriptors(vf, features, match_settings)
-        if len(v_idx) == 0:
-            found.append(0)
-            continue
-        src = np.hstack([work_pts[t_idx].astype(np.float64), np.ones((len(t_idx), 1))]) @ view.homography.T
-        expected = src[:, :2] / src[:, 2:3]
-        err = np.linalg.norm(expected - vf.points[v_idx], axis=1)
-        found.append(int(np.count_nonzero(err <= _REFOUND_TOLERANCE)))
+    found = [len(t_idx) for t_idx in _refound_per_view(gray, features, scale, extractor)]
     refound = float(np.mean(found))
     matchratio = float(min(1.0, refound / n))
     if refound < MIN_REFOUND or matchratio < MIN_MATCHRATIO:
         raise FeatureInsufficient(f"matchratio {matchratio:.3f}, {refound:.0f} features re-found per view")
     return Rating(level=band(matchratio, n), matchratio=round(matchratio, 4), refound=refound)
+
+
+@dataclass(frozen=True, eq=False)
+class SelfTest:
+    """The self-test per keypoint: what the console draws to show *why* a target got its level."""
+
+    counts: np.ndarray  # int (N,): in how many views each target keypoint was re-found (0..views)
+    per_view: list[int]  # re-found matches per view, exactly the numbers ``rate`` averages
+    views: int
+
+
+def self_test(gray: np.ndarray, features: Features, scale: float, extractor: FeatureExtractor) -> SelfTest:
+    """The same simulated views as ``rate``, reported per keypoint instead of averaged."""
+    counts = np.zeros(len(features), dtype=np.int64)
+    per_view: list[int] = []
+    for t_idx in _refound_per_view(gray, features, scale, extractor):
+        per_view.append(len(t_idx))
+        # Two view features may land on one target keypoint; it was still re-found once in this view.
+        counts[np.unique(t_idx)] += 1
+    return SelfTest(counts=counts, per_view=per_view, views=len(_VIEWS))
+
+
+def _refound_per_view(
+    gray: np.ndarray, features: Features, scale: float, extractor: FeatureExtractor
+) -> list[np.ndarray]:
+    """For each fixed view: indices of target features re-found there (ratio test + right place)."""
+    match_settings = VerifySettings(ratio=0.8)
+    work_pts = features.points / np.float32(scale)  # target features in working-image pixels
+    h, w = gray.shape[:2]
+    out: list[np.ndarray] = []
+    for seed, params in enumerate(_VIEWS):
+        view = simulate_view(gray, params, seed=seed)
+        vf = extractor.extract(view.image, 1.0, w, h)
+        v_idx, t_idx = match_descriptors(vf, features, match_settings)
+        if len(v_idx) == 0:
+            out.append(np.zeros(0, dtype=np.int64))
+            continue
+        src = np.hstack([work_pts[t_idx].astype(np.float64), np.ones((len(t_idx), 1))]) @ view.homography.T
+        expected = src[:, :2] / src[:, 2:3]
+        err = np.linalg.norm(expected - vf.points[v_idx], axis=1)
+        out.append(np.asarray(t_idx)[err <= _REFOUND_TOLERANCE].astype(np.int64))
+    return out
