@@ -77,3 +77,20 @@ class TestSynthesize:
     def test_empty_folder_is_an_error(self, tmp_path: Path) -> None:
         with pytest.raises(ValueError):
             synthesize(tmp_path, tmp_path / "set")
+
+
+def test_backgrounds_and_distractors_from_one_folder_stay_apart(images: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for n in range(6):
+        cv2.imwrite(str(photos / f"p{n}.png"), np.full((60, 80, 3), n * 40, np.uint8))
+    condition = Condition("photo", CONDITIONS[0].params, photo_background=True)
+    synthesize(images, tmp_path / "set", conditions=(condition,), backgrounds=photos, distractors=photos)
+    enrolled = sorted(p.name for p in (tmp_path / "set/distractors").iterdir())
+    assert enrolled == ["p0.png", "p2.png", "p4.png"]
+    # Every background is one of the odd-numbered photos: a flat grey of 40, 120 or 200.
+    for query in (tmp_path / "set/queries").iterdir():
+        photo = cv2.imread(str(query))
+        assert photo is not None
+        grey = float(photo[:10, :10].mean())  # sensor noise and JPEG move it a little
+        assert min(abs(grey - level) for level in (40, 120, 200)) < 8, grey

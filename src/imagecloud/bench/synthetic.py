@@ -3,7 +3,9 @@
 Each image becomes a target, and for every named capture condition one simulated phone photo of it is
 written, so ``imagecloud bench recognition`` can report recall per condition. The output folder has the
 same layout as a real data set (``targets/``, ``queries/``, ``queries.csv`` with a ``condition`` column,
-optional ``distractors/``); targets and distractors are linked, not copied.
+optional ``distractors/``); targets and distractors are linked, not copied. When the background photos and
+the distractors come from the same folder, every other file is a distractor and the rest are backgrounds,
+so no background is also enrolled.
 """
 
 from __future__ import annotations
@@ -117,6 +119,12 @@ def synthesize(
     if not sources:
         raise ValueError(f"{images} holds no JPEG or PNG files")
     photos = _images(backgrounds) if backgrounds is not None else []
+    extra = _images(distractors) if distractors is not None else []
+    if photos and extra and set(photos) & set(extra):
+        # A background that is also an enrolled distractor is really in the photo: finding it would be
+        # right, not a wrong answer. Keep the two sets apart.
+        photos = [p for p in photos if p not in set(extra[::2])]
+        extra = extra[::2]
     (out / "targets").mkdir(parents=True, exist_ok=True)
     (out / "queries").mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str, str]] = []
@@ -143,8 +151,8 @@ def synthesize(
         writer = csv.writer(handle)
         writer.writerow(["query", "target", "condition"])
         writer.writerows(rows)
-    if distractors is not None:
+    if extra:
         (out / "distractors").mkdir(exist_ok=True)
-        for path in _images(distractors):
+        for path in extra:
             _link(path, out / "distractors" / path.name, copy)
     return len(rows)
