@@ -6,6 +6,7 @@ DATA_DIR ?= imagecloud-data
 PYTEST_ARGS ?=
 
 .PHONY: serve test lint typecheck unit bench-recognition clean
+.PHONY: bench-reliability bench-crash bench-load bench-fuzz
 
 $(BIN)/imagecloud: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,39 @@ typecheck: $(BIN)/imagecloud
 
 unit: $(BIN)/imagecloud
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+# Long reliability runs; reports (with the machine they ran on) go to bench/results/reliability/.
+RESULTS := bench/results/reliability
+FUZZ_SECONDS ?= 600
+CRASH_KILLS ?= 25
+
+$(VENV)/.bench-deps: pyproject.toml $(BIN)/imagecloud
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	touch $@
+
+bench-reliability: bench-crash bench-fuzz bench-load
+
+# SIGKILL storm under AddImage / RemoveImage / FindImage traffic.
+bench-crash: $(BIN)/imagecloud
+	mkdir -p $(RESULTS)
+	IMAGECLOUD_CRASH_KILLS=$(CRASH_KILLS) IMAGECLOUD_CRASH_REPORT=$(RESULTS)/crash-sigkill.json \
+		$(BIN)/python -m pytest -q -s tests/reliability/test_crash.py
+
+# 32 locust users for 5 minutes against a 10k-target channel (seeded once into build/load-10k: file, row and
+# features as AddImage stores them, without the rating, which would take ~25 minutes on 2 cores).
+bench-load: $(BIN)/imagecloud
+	$(BIN)/python -m tests.reliability.load --seed --targets 10000 --users 32 --duration 300 \
+		--data-dir build/load-10k --report $(RESULTS)/load-10k.json
+
+# atheris over the decode path and the form parsing path, both at once, then the report and kept corpus.
+bench-fuzz: $(VENV)/.bench-deps
+	mkdir -p build/fuzz
+	for harness in decode multipart; do \
+		$(BIN)/python tests/fuzz/fuzz_$$harness.py build/fuzz/$$harness -artifact_prefix=build/fuzz/$$harness- \
+			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+			> build/fuzz/$$harness.log 2>&1 & \
+	done; wait
+	$(BIN)/python -m tests.fuzz.report build/fuzz $(RESULTS)/fuzz.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

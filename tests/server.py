@@ -38,8 +38,9 @@ class Account:
 class ServerProcess:
     """``imagecloud serve`` in a child process, with a data directory the test owns."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, log_level: str = "warning") -> None:
         self.data_dir = data_dir
+        self.log_level = log_level
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
@@ -61,7 +62,7 @@ class ServerProcess:
                 "--port",
                 str(self.port),
                 "--log-level",
-                "warning",
+                self.log_level,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import shlex
 import time
 from pathlib import Path
@@ -61,9 +60,10 @@ def serve(
     import uvicorn
 
     from imagecloud.api import create_app
+    from imagecloud.api.logs import configure_logging
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings(data_dir, config, host=host, port=port)
+    configure_logging(log_level, as_json=settings.log_json)
     service = build_service(settings)
     if demo:
         service.db.migrate()
@@ -73,6 +73,10 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=log_level,
+        # Our handlers (JSON lines with request ids) instead of uvicorn's, and our own access lines.
+        log_config=None,
+        access_log=False,
+        # SIGTERM: stop accepting, let requests in flight finish (up to this long), then shut down.
         timeout_graceful_shutdown=30,
     )
 
@@ -201,6 +205,9 @@ def bench_recognition(
     secretkey: Annotated[str | None, typer.Option(help="With --url: that user's key.")] = None,
     workers: Annotated[int, typer.Option(help="Parallel AddImage calls during enrolment.")] = 2,
     max_distractors: Annotated[int | None, typer.Option(help="Use only the first N distractors.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="In-process: keep the enrolled data here (must be new).")
+    ] = None,
     distractor_mode: Annotated[
         str,
         typer.Option(
@@ -221,7 +228,9 @@ def bench_recognition(
             raise typer.BadParameter("--url needs --username and --secretkey")
         backend = HttpBackend(url, username, secretkey)
     else:
-        backend = InProcessBackend()
+        if data_dir is not None and data_dir.exists() and any(data_dir.iterdir()):
+            raise typer.BadParameter(f"{data_dir} is not empty")
+        backend = InProcessBackend(data_dir)
     target = out or Path("bench/results") / f"recognition-{data.name}"
     last = [0.0]
 

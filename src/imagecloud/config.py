@@ -43,13 +43,29 @@ class Settings(BaseSettings):
     default_channel_quota: int = 1_000_000
     page_size: int = 100
     max_page_size: int = 1000
-    # Longest Statistics range a caller may ask for, in days (five years).
+    # Longest Statistics range a caller may ask for, in days: a whole number of (leap) years, so multi-year
+    # dashboards work while a century-long scan is refused with 20002.
     max_statistics_days: int = 366 * 5
     max_find_results: int = 10
 
     # Threads doing image work (decode, features, verification). OpenCV releases the GIL there, so one per
     # core keeps every core busy without oversubscribing.
     vision_workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
+    # When a photo matches nothing, look again at higher resolution (finds small and steeply tilted prints;
+    # costs several times a normal search on photos of nothing enrolled). Off for frame-streaming clients
+    # that mostly send empty scenes and care more about capacity than about far-away targets.
+    second_pass: bool = True
+    # Requests allowed to wait for a vision worker; beyond running + waiting, 20015 with Retry-After at once.
+    # Small on purpose: on 2 cores a FindImage on a 10k-target channel takes ~0.2-0.4 s, so 8 waiting means
+    # at most a second or two of queueing; 32 let 32 clients queue for 6-8 s instead of hearing "busy".
+    vision_queue: int = 8
+    # Seconds a client may take to send a request body (stalled or trickling uploads): past it, HTTP 408.
+    body_timeout: float = 60.0
+    # Per-user budget (token bucket): requests per second and burst size; 20015 beyond it. 0 disables it.
+    rate_limit_per_second: float = 100.0
+    rate_limit_burst: int = 200
+    # Log lines as JSON objects (one per line, with the request id) or as plain text.
+    log_json: bool = True
 
     @property
     def resolved_database_url(self) -> str:

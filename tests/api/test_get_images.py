@@ -52,7 +52,7 @@ class TestOrdering:
             files={"image": ("a.jpg", target_jpeg, "image/jpeg")},
         )
         (image,) = list_images(server, account)["images"]
-        assert set(image) == {"identifier", "metadata", "matchratio", "level"}
+        assert set(image) == {"identifier", "metadata", "matchratio", "level", "imageurl"}
         assert image["identifier"] == "real"
         assert image["metadata"] == '{"k": "v"}'
         assert image["level"] in range(1, 6)

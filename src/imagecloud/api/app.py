@@ -7,13 +7,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-from anyio import CapacityLimiter
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
 from imagecloud import __version__
-from imagecloud.api import vendor
-from imagecloud.api.limits import TOO_LARGE_BODY, BodySizeLimit, BodyTooLarge
+from imagecloud.api import console, vendor
+from imagecloud.api.backpressure import VisionAdmission
+from imagecloud.api.limits import BODY_TIMEOUT, TOO_LARGE_BODY, BodySizeLimit, BodyTimeout, BodyTooLarge
+from imagecloud.api.logs import RequestContext
+from imagecloud.api.metrics import CONTENT_TYPE, Metrics
+from imagecloud.api.openapi import describe_form_endpoints
 from imagecloud.service.service import Service
 
 log = logging.getLogger(__name__)
@@ -24,7 +27,9 @@ def create_app(service: Service) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.vision_limiter = CapacityLimiter(max(1, service.settings.vision_workers))
+        admission = VisionAdmission(service.settings.vision_workers, service.settings.vision_queue)
+        app.state.admission = admission
+        app.state.vision_limiter = admission.limiter
         await anyio.to_thread.run_sync(service.start)
         yield
         service.db.dispose()
@@ -36,11 +41,34 @@ def create_app(service: Service) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+
+    def admission() -> VisionAdmission | None:
+        # Made in the lifespan (it needs the event loop); a scrape before that sees an empty queue.
+        found: VisionAdmission | None = getattr(app.state, "admission", None)
+        return found
+
+    metrics = Metrics(
+        queue_depth=lambda: float(found.waiting) if (found := admission()) else 0.0,
+        vision_running=lambda: float(found.running) if (found := admission()) else 0.0,
+        index_size=lambda: float(len(service.recognizer)),
+    )
+    app.state.metrics = metrics
     app.include_router(vendor.router)
+    describe_form_endpoints(app)
+    console.install(app)  # web console pages + the extensions only it uses
 
     @app.exception_handler(BodyTooLarge)
     async def body_too_large(_request: Request, _exc: BodyTooLarge) -> Response:
         return Response(TOO_LARGE_BODY, status_code=413, media_type="application/json")
+
+    @app.exception_handler(BodyTimeout)
+    async def body_timeout(_request: Request, _exc: BodyTimeout) -> Response:
+        headers = {"Connection": "close"}
+        return Response(BODY_TIMEOUT, status_code=408, media_type="application/json", headers=headers)
+
+    @app.get("/metrics")
+    async def metrics_text() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -67,5 +95,11 @@ def create_app(service: Service) -> FastAPI:
             return Response(status_code=304, headers=headers)
         return Response(data, media_type=content_type, headers=headers)
 
-    app.add_middleware(BodySizeLimit, max_bytes=service.settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=service.settings.max_request_bytes,
+        timeout=service.settings.body_timeout,
+    )
+    # Outermost, so even a 413 or 408 answer carries a request id and gets its access log line.
+    app.add_middleware(RequestContext)
     return app

@@ -17,7 +17,10 @@ from fastapi import APIRouter, Request
 from sqlalchemy.exc import OperationalError
 from starlette.responses import Response
 
+from imagecloud.api.backpressure import VisionAdmission
 from imagecloud.api.forms import Form, read_form, require_file
+from imagecloud.api.logs import current_request
+from imagecloud.api.metrics import Metrics
 from imagecloud.api.responses import failure, success
 from imagecloud.errors import ImageCloudError, SystemBusy
 from imagecloud.service.service import Service
@@ -34,19 +37,46 @@ def _service(request: Request) -> Service:
 
 
 async def _in_thread(request: Request, func: Callable[[], dict[str, Any]], *, vision: bool) -> dict[str, Any]:
-    limiter = request.app.state.vision_limiter if vision else None
-    return await anyio.to_thread.run_sync(func, limiter=limiter)
+    if not vision:
+        return await anyio.to_thread.run_sync(func)
+    admission: VisionAdmission = request.app.state.admission
+    # A bounded queue in front of the vision workers: when it is full this raises SystemBusy at once.
+    async with admission.slot() as limiter:
+        return await anyio.to_thread.run_sync(func, limiter=limiter)
 
 
-def vendor_endpoint(path: str, *, multipart_only: bool) -> Callable[[Handler], Handler]:
-    """Register ``handler`` at ``path`` (POST) with the shared parsing and result-code mapping."""
+async def _refuse_early_when_full(request: Request) -> None:
+    admission: VisionAdmission = request.app.state.admission
+    try:
+        admission.check()
+    except SystemBusy:
+        # Read and drop the body chunk by chunk (never held): answering before the client has sent it all
+        # would make many clients see a reset connection instead of the 20015 they can act on.
+        async for _chunk in request.stream():
+            pass
+        raise
+
+
+def vendor_endpoint(
+    path: str, *, multipart_only: bool, on: APIRouter | None = None
+) -> Callable[[Handler], Handler]:
+    """Register ``handler`` at ``path`` (POST) with the shared parsing and result-code mapping.
+
+    ``on`` names another router (the console's extensions); the vendor router by default.
+    """
 
     def register(handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
             service = _service(request)
+            metrics: Metrics = request.app.state.metrics
             started = time.perf_counter()
             response: Response
+            returncode = 0
+            metrics.in_progress.inc()
             try:
+                if multipart_only:
+                    # Image endpoints: a saturated server refuses before parsing (and buffering) the upload.
+                    await _refuse_early_when_full(request)
                 form = await read_form(
                     request,
                     multipart_only=multipart_only,
@@ -58,19 +88,27 @@ def vendor_endpoint(path: str, *, multipart_only: bool) -> Callable[[Handler], H
             except ImageCloudError as error:
                 log.info("%s -> %d (%s)", path, error.returncode, error.detail or error.message)
                 response = failure(error)
+                returncode = error.returncode
             except OperationalError as error:
                 # The database is locked or unreachable: nothing was changed, the caller may retry.
                 log.warning("%s -> 20015: %s", path, error)
                 response = failure(SystemBusy(str(error)))
+                returncode = SystemBusy.returncode
+            finally:
+                metrics.in_progress.dec()
             # Server-side time (body parsing included) so clients and benchmarks can tell it from the network.
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.2f}"
+            elapsed = time.perf_counter() - started
+            response.headers["Server-Timing"] = f"app;dur={elapsed * 1000:.2f}"
+            metrics.observe(path.strip("/"), returncode, elapsed)
+            info = current_request()
+            if info is not None:
+                info.returncode = returncode
             return response
 
         # A fresh function per path (not functools.wraps): FastAPI reads the signature to build parameters.
         endpoint.__name__ = handler.__name__
         endpoint.__doc__ = handler.__doc__
-        router.add_api_route(path, endpoint, methods=["POST"], name=path.strip("/"))
+        (on or router).add_api_route(path, endpoint, methods=["POST"], name=path.strip("/"))
         return handler
 
     return register
@@ -113,6 +151,7 @@ async def get_images(request: Request, service: Service, form: Form) -> dict[str
         form.get("channel"),
         form.get("position"),
         form.get("count"),
+        prefix=form.get("prefix"),
     )
     return await _in_thread(request, call, vision=False)
 

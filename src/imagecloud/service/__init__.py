@@ -15,7 +15,9 @@ def build_service(settings: Settings) -> Service:
         settings=settings,
         db=Database(settings.resolved_database_url),
         blobs=LocalBlobStore(settings.resolved_blob_dir),
-        recognizer=Recognizer(RecognizerSettings(max_pixels=settings.max_pixels)),
+        recognizer=Recognizer(
+            RecognizerSettings(max_pixels=settings.max_pixels, second_pass=settings.second_pass)
+        ),
     )
 
 

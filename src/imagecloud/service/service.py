@@ -32,9 +32,12 @@ from imagecloud.errors import (
 )
 from imagecloud.service import validation as check
 from imagecloud.service.auth import hash_key, key_matches, new_secret_key
+from imagecloud.service.ratelimit import RateLimiter
 from imagecloud.service.recognizer import Recognizer, TargetAnalysis
 from imagecloud.storage import BlobStore, Channel, Database, MatchCount, Target, TargetFeatures, User
 from imagecloud.storage.blobs import new_blob_key
+from imagecloud.vision.rating import LEVEL_BANDS, MIN_KEYPOINTS, MIN_MATCHRATIO, MIN_REFOUND
+from imagecloud.vision.thumbnail import thumbnail as make_thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,7 @@ class Service:
         self.recognizer = recognizer
         self._locks_guard = threading.Lock()
         self._channel_locks: dict[int, threading.Lock] = {}
+        self.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
         self.ready = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -206,6 +210,7 @@ class Service:
         user = session.scalar(select(User).where(User.name == username))
         if not key_matches(secretkey, user.key_hash if user is not None else None) or user is None:
             raise WrongCredentials("unknown user or wrong key")
+        self.rate_limiter.acquire(user.name)
         return user
 
     def _channel(self, session: Session, name: str) -> Channel:
@@ -263,7 +268,7 @@ class Service:
             self._check_insertable(session, owned, ident)
         data = self._read_upload(upload, self.settings.max_add_bytes)
         analysis = self.recognizer.analyse_target(data)
-        target_id = self._store_target(owned, ident, meta, data, analysis)
+        target_id = self._write_target(owned, ident, meta, data, analysis)
         log.info("added target %s/%s as %d (level %d)", owned.name, ident, target_id, analysis.level)
         return {"level": analysis.level, "matchratio": analysis.matchratio, "identifier": ident}
 
@@ -280,14 +285,25 @@ class Service:
         if count >= quota:
             raise QuotaExceeded(f"channel {channel.name!r} holds {count} of {quota} targets")
 
-    def _store_target(
-        self, channel: Channel, identifier: str, meta: str | None, data: bytes, analysis: TargetAnalysis
+    def _write_target(
+        self,
+        channel: Channel,
+        identifier: str,
+        meta: str | None,
+        data: bytes,
+        analysis: TargetAnalysis,
+        *,
+        replaces: Target | None = None,
     ) -> int:
-        """File, row and index entry appear together or not at all.
+        """File, row and index entry appear together or not at all; returns the new target id.
 
         Order: file (fsync'd) → row + features (flushed, not committed) → index → commit. Any failure before
         the commit undoes the earlier steps. A crash before the commit leaves only an unreferenced file,
         removed at the next start; the index is rebuilt from committed rows.
+
+        With ``replaces``, the new row takes the old one's place in the same transaction; the index holds
+        both for a moment, so the identifier stays findable throughout, and the old features are gone once
+        this returns.
         """
         key = new_blob_key()
         with self._channel_lock(channel.id):
@@ -295,8 +311,13 @@ class Service:
             indexed: int | None = None
             try:
                 with self.db.session() as session:
-                    # Checked again under the channel lock: a concurrent add may have won the race.
-                    self._check_insertable(session, channel, identifier)
+                    if replaces is None:
+                        # Checked again under the channel lock: a concurrent add may have won the race.
+                        self._check_insertable(session, channel, identifier)
+                    else:
+                        removed = session.execute(delete(Target).where(Target.id == replaces.id))
+                        if removed.rowcount == 0:  # type: ignore[attr-defined]
+                            raise TargetNotFound("target was removed")
                     target = Target(
                         channel_id=channel.id,
                         identifier=identifier,
@@ -315,12 +336,15 @@ class Service:
                     session.flush()
                     self.recognizer.add(channel.id, target.id, analysis.features_blob)
                     indexed = target.id
-                return target.id
             except BaseException:
                 if indexed is not None:
                     self.recognizer.remove(channel.id, indexed)
                 self.blobs.delete(key)
                 raise
+            if replaces is not None:
+                self.recognizer.remove(channel.id, replaces.id)
+                self.blobs.delete(replaces.blob_key)
+            return indexed
 
     # ------------------------------------------------------------------ UpdateImage (extension)
 
@@ -353,48 +377,9 @@ class Service:
             return {"level": old.level, "matchratio": old.matchratio, "identifier": ident}
         data = self._read_upload(upload, self.settings.max_add_bytes)
         analysis = self.recognizer.analyse_target(data)
-        self._replace_target(owned, old, meta if metadata is not None else old.meta, data, analysis)
+        new_meta = meta if metadata is not None else old.meta
+        self._write_target(owned, ident, new_meta, data, analysis, replaces=old)
         return {"level": analysis.level, "matchratio": analysis.matchratio, "identifier": ident}
-
-    def _replace_target(
-        self, channel: Channel, old: Target, meta: str | None, data: bytes, analysis: TargetAnalysis
-    ) -> None:
-        """A new row replaces the old one in one transaction; the index holds both for a moment, so the
-        identifier stays findable throughout and the old features are gone once this returns."""
-        key = new_blob_key()
-        with self._channel_lock(channel.id):
-            self.blobs.put(key, data)
-            indexed: int | None = None
-            try:
-                with self.db.session() as session:
-                    removed = session.execute(delete(Target).where(Target.id == old.id))
-                    if removed.rowcount == 0:  # type: ignore[attr-defined]
-                        raise TargetNotFound("target was removed")
-                    target = Target(
-                        channel_id=channel.id,
-                        identifier=old.identifier,
-                        meta=meta,
-                        level=analysis.level,
-                        matchratio=analysis.matchratio,
-                        width=analysis.width,
-                        height=analysis.height,
-                        size_bytes=len(data),
-                        content_type=CONTENT_TYPES[analysis.format],
-                        blob_key=key,
-                    )
-                    session.add(target)
-                    session.flush()
-                    session.add(TargetFeatures(target_id=target.id, data=analysis.features_blob))
-                    session.flush()
-                    self.recognizer.add(channel.id, target.id, analysis.features_blob)
-                    indexed = target.id
-            except BaseException:
-                if indexed is not None:
-                    self.recognizer.remove(channel.id, indexed)
-                self.blobs.delete(key)
-                raise
-            self.recognizer.remove(channel.id, old.id)
-            self.blobs.delete(old.blob_key)
 
     # ------------------------------------------------------------------ RemoveImage
 
@@ -440,24 +425,37 @@ class Service:
         channel: str | None,
         position: str | None,
         count: str | None,
+        prefix: str | None = None,
     ) -> dict[str, Any]:
+        """``prefix`` (extension) keeps identifiers starting with it; ``totalcount`` then counts those."""
         with self.db.session() as session:
             user = self._authenticate(session, username, secretkey)
             channel_name = check.channel_name(channel)
             start = check.non_negative_int(position, "position", 0)
             size = check.positive_int(count, "count", self.settings.page_size, self.settings.max_page_size)
+            wanted = check.identifier_prefix(prefix)
             owned = self._owned_channel(session, user, channel_name)
-            total = session.scalar(select(func.count(Target.id)).where(Target.channel_id == owned.id)) or 0
+            where = [Target.channel_id == owned.id]
+            if wanted:
+                # substr, not LIKE: SQLite's LIKE ignores ASCII case and treats "_" as a wildcard.
+                where.append(func.substr(Target.identifier, 1, len(wanted)) == wanted)
+            total = session.scalar(select(func.count(Target.id)).where(*where)) or 0
             rows = session.execute(
-                select(Target.identifier, Target.meta, Target.matchratio, Target.level)
-                .where(Target.channel_id == owned.id)
+                select(Target.identifier, Target.meta, Target.matchratio, Target.level, Target.blob_key)
+                .where(*where)
                 .order_by(self._bytewise(Target.identifier))
                 .offset(start)
                 .limit(size)
             )
             images = [
-                {"identifier": ident, "metadata": meta, "matchratio": ratio, "level": level}
-                for ident, meta, ratio, level in rows
+                {
+                    "identifier": ident,
+                    "metadata": meta,
+                    "matchratio": ratio,
+                    "level": level,
+                    "imageurl": f"/files/{key}",
+                }
+                for ident, meta, ratio, level, key in rows
             ]
         return {"totalcount": total, "images": images}
 
@@ -676,4 +674,59 @@ class Service:
                 {"channel": info.name, "count": info.count, "quota": info.quota}
                 for info in self.list_channels(owner=user.name)
             ]
+        }
+
+    # ------------------------------------------------------------------ web console (extension)
+
+    def thumbnail(self, blob_key: str, size: int) -> bytes | None:
+        """A JPEG preview of a stored target; None when no target has that key."""
+        found = self.image_file(blob_key)
+        if found is None:
+            return None
+        return make_thumbnail(found[0], size=size, max_pixels=self.settings.max_pixels)
+
+    def image_detail(
+        self, username: str | None, secretkey: str | None, channel: str | None, identifier: str | None
+    ) -> dict[str, Any]:
+        """A target with its keypoints and the rating self-test per keypoint, for its owner only."""
+        with self.db.session() as session:
+            user = self._authenticate(session, username, secretkey)
+            channel_name = check.channel_name(channel)
+            raw_identifier = check.required(identifier, "identifier")
+            owned = self._owned_channel(session, user, channel_name)
+            target = self._target(session, owned, check.identifier(raw_identifier))
+            blob = session.scalar(select(TargetFeatures.data).where(TargetFeatures.target_id == target.id))
+        if blob is None:
+            raise TargetNotFound("target was removed")
+        try:
+            data = self.blobs.get(target.blob_key)
+        except FileNotFoundError as exc:
+            raise TargetNotFound("target was removed") from exc
+        feats, test = self.recognizer.explain_target(data, blob)
+        return {
+            "identifier": target.identifier,
+            "channel": owned.name,
+            "metadata": target.meta,
+            "level": target.level,
+            "matchratio": target.matchratio,
+            "width": target.width,
+            "height": target.height,
+            "imageurl": f"/files/{target.blob_key}",
+            "keypoints": [
+                [round(float(x), 1), round(float(y), 1), int(c)]
+                for (x, y), c in zip(feats.points, test.counts, strict=True)
+            ],
+            "rating": {
+                "keypoints": len(feats),
+                "views": test.views,
+                "refound_per_view": test.per_view,
+                "mean_refound": round(sum(test.per_view) / max(1, test.views), 1),
+                "bands": [
+                    {"level": level, "min_matchratio": ratio, "min_keypoints": rich}
+                    for level, ratio, rich in LEVEL_BANDS
+                ],
+                "min_keypoints": MIN_KEYPOINTS,
+                "min_refound": MIN_REFOUND,
+                "min_matchratio": MIN_MATCHRATIO,
+            },
         }

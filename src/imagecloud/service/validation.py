@@ -14,6 +14,7 @@ from calendar import monthrange
 from imagecloud.errors import InvalidIdentifier, InvalidParameter
 
 IDENTIFIER = re.compile(r"[A-Za-z0-9@_.]{3,50}")
+IDENTIFIER_CHARS = re.compile(r"[A-Za-z0-9@_.]+")
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9@_.\-]{1,64}")
 USER_NAME = CHANNEL_NAME
 _DATE = re.compile(r"([0-9]{4})([0-9]{2})?([0-9]{2})?")
@@ -52,6 +53,15 @@ def identifier(value: str) -> str:
     # fullmatch with an ASCII-only class: unicode digits or letters, spaces and newlines all fail.
     if not IDENTIFIER.fullmatch(value):
         raise InvalidIdentifier(f"identifier {value!r} breaks ^[A-Za-z0-9@_.]+$, 3 to 50 characters")
+    return value
+
+
+def identifier_prefix(value: str | None) -> str:
+    """An identifier search prefix (extension): empty for none, else 1 to 50 identifier characters."""
+    if not value:
+        return ""
+    if len(value) > 50 or not IDENTIFIER_CHARS.fullmatch(value):
+        raise InvalidParameter("prefix must match ^[A-Za-z0-9@_.]{1,50}$")
     return value
 
 

@@ -1,0 +1,101 @@
+"""The web console: its static files at ``/console/``, and the two extensions only it needs.
+
+- ``POST /GetImageDetail`` (owner-authenticated, form fields like every endpoint): a target's keypoints with
+  how often each was re-found in the rating self-test, and the rating's inputs.
+- ``GET /files/{key}/thumbnail?size=N``: a JPEG preview of a stored target for the grid.
+
+The pages are plain ES modules and CSS shipped inside the package, so the console works with no network
+and no front-end build.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter, FastAPI, Request
+from starlette.responses import RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from imagecloud.api.forms import Form
+from imagecloud.api.vendor import vendor_endpoint
+from imagecloud.errors import ImageCloudError
+from imagecloud.service.service import Service
+
+router = APIRouter()
+
+THUMBNAIL_SIZES = (64, 128, 256, 512, 1024)
+
+# The pages load nothing from elsewhere and never evaluate strings: a script injected through user data
+# could not run even if some code path forgot to escape it.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
+    "script-src 'self'; style-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+
+
+class _ConsoleFiles(StaticFiles):
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        # Revalidate every load (ETag/Last-Modified make that cheap) so an upgrade is never half-applied.
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
+@vendor_endpoint("/GetImageDetail", multipart_only=False, on=router)
+async def get_image_detail(request: Request, service: Service, form: Form) -> dict[str, Any]:
+    call = partial(
+        service.image_detail,
+        form.get("username"),
+        form.get("secretkey"),
+        form.get("channel"),
+        form.get("identifier"),
+    )
+    # The self-test re-renders and re-extracts the rating views: image work, so it shares the vision limiter.
+    result: dict[str, Any] = await anyio.to_thread.run_sync(call, limiter=request.app.state.vision_limiter)
+    return result
+
+
+@router.get("/files/{blob_key}/thumbnail")
+async def thumbnail(blob_key: str, request: Request, size: int = 256) -> Response:
+    service: Service = request.app.state.service
+    if len(blob_key) != 32 or not all(c in "0123456789abcdef" for c in blob_key):
+        return Response(status_code=404)
+    # A fixed set of sizes keeps caches small and stops callers from asking for arbitrary work.
+    size = min(THUMBNAIL_SIZES, key=lambda allowed: abs(allowed - size))
+    etag = f'"{blob_key}-{size}"'
+    headers = {"ETag": etag, "Cache-Control": "public, max-age=31536000, immutable"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    try:
+        data = await anyio.to_thread.run_sync(
+            service.thumbnail, blob_key, size, limiter=request.app.state.vision_limiter
+        )
+    except ImageCloudError:
+        return Response(status_code=404)
+    if data is None:
+        return Response(status_code=404)
+    return Response(data, media_type="image/jpeg", headers=headers)
+
+
+def static_dir() -> Path:
+    # Shipped as package data next to the code (pyproject.toml), so an installed wheel serves them too.
+    return Path(__file__).resolve().parent.parent / "console"
+
+
+def install(app: FastAPI) -> None:
+    """Add the console routes and pages to ``app``."""
+    app.include_router(router)
+
+    @app.get("/console", include_in_schema=False)
+    async def console_root() -> RedirectResponse:
+        return RedirectResponse("/console/", status_code=308)
+
+    app.mount("/console", _ConsoleFiles(directory=static_dir(), html=True), name="console")

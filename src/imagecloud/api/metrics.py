@@ -1,0 +1,67 @@
+"""Prometheus metrics: request counts by endpoint and result code, latency, vision queue, index size.
+
+One registry per app (not the process-global default), so several apps in one process never collide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+# Seconds; spans a cached GetImages (~1 ms) to a FindImage waiting in a full queue.
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(
+        self,
+        *,
+        queue_depth: Callable[[], float],
+        vision_running: Callable[[], float],
+        index_size: Callable[[], float],
+    ) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "imagecloud_requests",
+            "API requests answered, by endpoint and result code.",
+            ["endpoint", "returncode"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "imagecloud_request_duration_seconds",
+            "Server-side time of API requests (body parsing included), by endpoint.",
+            ["endpoint"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_progress = Gauge(
+            "imagecloud_requests_in_progress", "API requests being handled now.", registry=self.registry
+        )
+        Gauge(
+            "imagecloud_vision_queue_depth",
+            "Admitted image requests waiting for a vision worker.",
+            registry=self.registry,
+        ).set_function(queue_depth)
+        Gauge(
+            "imagecloud_vision_running", "Image requests running on a vision worker.", registry=self.registry
+        ).set_function(vision_running)
+        Gauge(
+            "imagecloud_index_targets", "Targets in the search index.", registry=self.registry
+        ).set_function(index_size)
+
+    def observe(self, endpoint: str, returncode: int, seconds: float) -> None:
+        self.requests.labels(endpoint, str(returncode)).inc()
+        self.latency.labels(endpoint).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

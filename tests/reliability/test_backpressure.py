@@ -1,0 +1,97 @@
+"""A saturated server answers 20015 + Retry-After at once, and a refused request changes nothing."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests import imagegen
+from tests.api.helpers import jpeg, stored_identifiers
+from tests.reliability.helpers import metric
+from tests.server import Account, ServerProcess
+
+BURST = 12
+
+
+@pytest.fixture(scope="module")
+def narrow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One vision worker and no waiting room: a second concurrent image request cannot be admitted."""
+    env = {"IMAGECLOUD_VISION_WORKERS": "1", "IMAGECLOUD_VISION_QUEUE": "0"}
+    server = ServerProcess(tmp_path_factory.mktemp("narrow"), env=env)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def big_photo() -> bytes:
+    """A large camera photo: decoding and searching it keeps the single worker busy for a while."""
+    view = imagegen.photo(imagegen.poster(31), seed=3, out_size=(2400, 1800))
+    return imagegen.encode(view.image, quality=95)
+
+
+def burst(server: ServerProcess, requests: list[tuple[str, dict[str, Any], bytes]]) -> list[httpx.Response]:
+    """Send all requests at the same moment, one thread each."""
+    start = threading.Barrier(len(requests))
+    responses: list[httpx.Response | None] = [None] * len(requests)
+
+    def send(n: int) -> None:
+        endpoint, data, photo = requests[n]
+        start.wait()
+        responses[n] = server.post(endpoint, data, files=jpeg(photo))
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(r is not None for r in responses)
+    return [r for r in responses if r is not None]
+
+
+class TestFullQueue:
+    def test_excess_requests_get_20015_with_retry_after(self, narrow_server: ServerProcess, big_photo):
+        account = narrow_server.new_account("busyfind")
+        data = {"username": account.username, "secretkey": account.secretkey}
+        before = metric(narrow_server, "imagecloud_requests_total", endpoint="FindImage", returncode="20015")
+        responses = burst(narrow_server, [("FindImage", data, big_photo)] * BURST)
+        codes = [r.json()["returncode"] for r in responses]
+        assert all(r.status_code == 200 for r in responses)
+        assert set(codes) == {0, 20015}, codes
+        for response in responses:
+            if response.json()["returncode"] == 20015:
+                assert response.json()["message"] == "system busy"
+                assert int(response.headers["retry-after"]) >= 1
+            else:
+                assert "retry-after" not in response.headers
+        after = metric(narrow_server, "imagecloud_requests_total", endpoint="FindImage", returncode="20015")
+        assert after - before == codes.count(20015)
+
+    def test_refused_add_stores_nothing(self, narrow_server: ServerProcess, big_photo):
+        account = narrow_server.new_account("busyadd")
+        requests = [("AddImage", account.auth(identifier=f"t{n:03d}"), big_photo) for n in range(BURST)]
+        responses = burst(narrow_server, requests)
+        codes = {
+            req[1]["identifier"]: r.json()["returncode"] for req, r in zip(requests, responses, strict=True)
+        }
+        assert 20015 in codes.values() and 0 in codes.values(), codes
+        assert set(codes.values()) <= {0, 20015}
+        added = sorted(ident for ident, code in codes.items() if code == 0)
+        assert stored_identifiers(narrow_server, account.channel) == added
+        files = {p.name for p in Path(narrow_server.data_dir / "blobs").rglob("*") if p.is_file()}
+        assert len(files) == len(added)
+
+    def test_queue_drains(self, narrow_server: ServerProcess, big_photo):
+        """Busy is a moment, not a state: once the burst is over, one request is served again."""
+        account: Account = narrow_server.new_account("busyafter")
+        body = narrow_server.call(
+            "FindImage", {"username": account.username, "secretkey": account.secretkey}, files=jpeg(big_photo)
+        )
+        assert body["returncode"] == 0
+        assert metric(narrow_server, "imagecloud_vision_queue_depth") == 0
+        assert metric(narrow_server, "imagecloud_vision_running") == 0
