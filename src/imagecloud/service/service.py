@@ -233,6 +233,21 @@ class Service:
             raise TargetNotFound(f"no target {identifier!r}")
         return target
 
+    def _owned_target(
+        self,
+        session: Session,
+        username: str | None,
+        secretkey: str | None,
+        channel: str | None,
+        identifier: str | None,
+    ) -> tuple[Channel, Target]:
+        """The caller's target, checked in the contract's order: 20001, 20002, 20003/20004, 20010, 20014."""
+        user = self._authenticate(session, username, secretkey)
+        channel_name = check.channel_name(channel)
+        raw_identifier = check.required(identifier, "identifier")
+        owned = self._owned_channel(session, user, channel_name)
+        return owned, self._target(session, owned, check.identifier(raw_identifier))
+
     def _bytewise(self, column: Any) -> ColumnElement[Any]:
         # The contract orders identifiers by byte order; PostgreSQL's default collation would not.
         return column.collate("C") if self.db.dialect == "postgresql" else column  # type: ignore[no-any-return]
@@ -387,12 +402,8 @@ class Service:
         self, username: str | None, secretkey: str | None, channel: str | None, identifier: str | None
     ) -> dict[str, Any]:
         with self.db.session() as session:
-            user = self._authenticate(session, username, secretkey)
-            channel_name = check.channel_name(channel)
-            raw_identifier = check.required(identifier, "identifier")
-            owned = self._owned_channel(session, user, channel_name)
-            ident = check.identifier(raw_identifier)
-            target = self._target(session, owned, ident)
+            owned, target = self._owned_target(session, username, secretkey, channel, identifier)
+        ident = target.identifier
         with self._channel_lock(owned.id):
             # Out of the index first: from here on the target is never matched, whatever happens next.
             self.recognizer.remove(owned.id, target.id)
@@ -690,11 +701,7 @@ class Service:
     ) -> dict[str, Any]:
         """A target with its keypoints and the rating self-test per keypoint, for its owner only."""
         with self.db.session() as session:
-            user = self._authenticate(session, username, secretkey)
-            channel_name = check.channel_name(channel)
-            raw_identifier = check.required(identifier, "identifier")
-            owned = self._owned_channel(session, user, channel_name)
-            target = self._target(session, owned, check.identifier(raw_identifier))
+            owned, target = self._owned_target(session, username, secretkey, channel, identifier)
             blob = session.scalar(select(TargetFeatures.data).where(TargetFeatures.target_id == target.id))
         if blob is None:
             raise TargetNotFound("target was removed")
