@@ -86,6 +86,14 @@ class TestFullQueue:
         files = {p.name for p in Path(narrow_server.data_dir / "blobs").rglob("*") if p.is_file()}
         assert len(files) == len(added)
 
+    def test_console_detail_waits_in_the_same_queue(self, narrow_server: ServerProcess, big_photo):
+        """GetImageDetail re-runs the rating self-test: image work, bounded like AddImage and FindImage."""
+        account = narrow_server.new_account("busydetail")
+        narrow_server.call("AddImage", account.auth(identifier="poster"), files=jpeg(big_photo))
+        requests = [("GetImageDetail", account.auth(identifier="poster"), big_photo)] * BURST
+        codes = [r.json()["returncode"] for r in burst(narrow_server, requests)]
+        assert set(codes) == {0, 20015}, codes
+
     def test_queue_drains(self, narrow_server: ServerProcess, big_photo):
         """Busy is a moment, not a state: once the burst is over, one request is served again."""
         account: Account = narrow_server.new_account("busyafter")

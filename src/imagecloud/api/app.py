@@ -18,6 +18,7 @@ from imagecloud.api.logs import RequestContext
 from imagecloud.api.metrics import CONTENT_TYPE, Metrics
 from imagecloud.api.openapi import describe_form_endpoints
 from imagecloud.service.service import Service
+from imagecloud.storage.blobs import is_blob_key
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,6 @@ def create_app(service: Service) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         admission = VisionAdmission(service.settings.vision_workers, service.settings.vision_queue)
         app.state.admission = admission
-        app.state.vision_limiter = admission.limiter
         await anyio.to_thread.run_sync(service.start)
         yield
         service.db.dispose()
@@ -83,7 +83,7 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/files/{blob_key}")
     async def image_file(blob_key: str, request: Request) -> Response:
-        if len(blob_key) != 32 or not all(c in "0123456789abcdef" for c in blob_key):
+        if not is_blob_key(blob_key):
             return Response(status_code=404)
         found = await anyio.to_thread.run_sync(service.image_file, blob_key)
         if found is None:

@@ -14,16 +14,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from imagecloud.api.forms import Form
-from imagecloud.api.vendor import vendor_endpoint
-from imagecloud.errors import ImageCloudError
+from imagecloud.api.responses import RETRY_AFTER_SECONDS
+from imagecloud.api.vendor import in_thread, vendor_endpoint
+from imagecloud.errors import ImageCloudError, SystemBusy
 from imagecloud.service.service import Service
+from imagecloud.storage.blobs import is_blob_key
 
 router = APIRouter()
 
@@ -58,15 +59,14 @@ async def get_image_detail(request: Request, service: Service, form: Form) -> di
         form.get("channel"),
         form.get("identifier"),
     )
-    # The self-test re-renders and re-extracts the rating views: image work, so it shares the vision limiter.
-    result: dict[str, Any] = await anyio.to_thread.run_sync(call, limiter=request.app.state.vision_limiter)
-    return result
+    # The self-test re-renders and re-extracts the rating views: image work, so it waits in the same queue.
+    return await in_thread(request, call, vision=True)
 
 
 @router.get("/files/{blob_key}/thumbnail")
 async def thumbnail(blob_key: str, request: Request, size: int = 256) -> Response:
     service: Service = request.app.state.service
-    if len(blob_key) != 32 or not all(c in "0123456789abcdef" for c in blob_key):
+    if not is_blob_key(blob_key):
         return Response(status_code=404)
     # A fixed set of sizes keeps caches small and stops callers from asking for arbitrary work.
     size = min(THUMBNAIL_SIZES, key=lambda allowed: abs(allowed - size))
@@ -75,9 +75,9 @@ async def thumbnail(blob_key: str, request: Request, size: int = 256) -> Respons
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     try:
-        data = await anyio.to_thread.run_sync(
-            service.thumbnail, blob_key, size, limiter=request.app.state.vision_limiter
-        )
+        data = await in_thread(request, partial(service.thumbnail, blob_key, size), vision=True)
+    except SystemBusy:
+        return Response(status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     except ImageCloudError:
         return Response(status_code=404)
     if data is None:

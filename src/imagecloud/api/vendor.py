@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from fastapi import APIRouter, Request
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 Handler = Callable[[Request, Service, Form], Awaitable[dict[str, Any]]]
+T = TypeVar("T")
 
 
 def _service(request: Request) -> Service:
@@ -36,7 +37,8 @@ def _service(request: Request) -> Service:
     return service
 
 
-async def _in_thread(request: Request, func: Callable[[], dict[str, Any]], *, vision: bool) -> dict[str, Any]:
+async def in_thread(request: Request, func: Callable[[], T], *, vision: bool) -> T:
+    """Run ``func`` in a worker thread; image work (``vision``) first takes a place in the bounded queue."""
     if not vision:
         return await anyio.to_thread.run_sync(func)
     admission: VisionAdmission = request.app.state.admission
@@ -127,7 +129,7 @@ async def add_image(request: Request, service: Service, form: Form) -> dict[str,
         upload,
         metadata_is_file=form.is_file("metadata"),
     )
-    return await _in_thread(request, call, vision=True)
+    return await in_thread(request, call, vision=True)
 
 
 @vendor_endpoint("/RemoveImage", multipart_only=False)
@@ -139,7 +141,7 @@ async def remove_image(request: Request, service: Service, form: Form) -> dict[s
         form.get("channel"),
         form.get("identifier"),
     )
-    return await _in_thread(request, call, vision=False)
+    return await in_thread(request, call, vision=False)
 
 
 @vendor_endpoint("/GetImages", multipart_only=False)
@@ -153,7 +155,7 @@ async def get_images(request: Request, service: Service, form: Form) -> dict[str
         form.get("count"),
         prefix=form.get("prefix"),
     )
-    return await _in_thread(request, call, vision=False)
+    return await in_thread(request, call, vision=False)
 
 
 @vendor_endpoint("/GetImage", multipart_only=False)
@@ -165,7 +167,7 @@ async def get_image(request: Request, service: Service, form: Form) -> dict[str,
         form.get("channel"),
         form.get("identifier"),
     )
-    return await _in_thread(request, call, vision=False)
+    return await in_thread(request, call, vision=False)
 
 
 @vendor_endpoint("/Statistics", multipart_only=False)
@@ -179,7 +181,7 @@ async def statistics(request: Request, service: Service, form: Form) -> dict[str
         form.get("channel"),
         form.get("identifier"),
     )
-    return await _in_thread(request, call, vision=False)
+    return await in_thread(request, call, vision=False)
 
 
 @vendor_endpoint("/FindImage", multipart_only=True)
@@ -193,7 +195,7 @@ async def find_image(request: Request, service: Service, form: Form) -> dict[str
         form.get("maxresults"),
         upload,
     )
-    return await _in_thread(request, call, vision=True)
+    return await in_thread(request, call, vision=True)
 
 
 @vendor_endpoint("/UpdateImage", multipart_only=False)
@@ -208,7 +210,7 @@ async def update_image(request: Request, service: Service, form: Form) -> dict[s
         form.upload("image"),
         metadata_is_file=form.is_file("metadata"),
     )
-    return await _in_thread(request, call, vision=True)
+    return await in_thread(request, call, vision=True)
 
 
 @vendor_endpoint("/CreateChannel", multipart_only=False)
@@ -216,7 +218,7 @@ async def create_channel(request: Request, service: Service, form: Form) -> dict
     call = partial(
         service.api_create_channel, form.get("username"), form.get("secretkey"), form.get("channel")
     )
-    return await _in_thread(request, call, vision=False)
+    return await in_thread(request, call, vision=False)
 
 
 @vendor_endpoint("/DeleteChannel", multipart_only=False)
@@ -224,10 +226,10 @@ async def delete_channel(request: Request, service: Service, form: Form) -> dict
     call = partial(
         service.api_delete_channel, form.get("username"), form.get("secretkey"), form.get("channel")
     )
-    return await _in_thread(request, call, vision=False)
+    return await in_thread(request, call, vision=False)
 
 
 @vendor_endpoint("/ListChannels", multipart_only=False)
 async def list_channels(request: Request, service: Service, form: Form) -> dict[str, Any]:
     call = partial(service.api_list_channels, form.get("username"), form.get("secretkey"))
-    return await _in_thread(request, call, vision=False)
+    return await in_thread(request, call, vision=False)

@@ -15,6 +15,11 @@ from typing import Protocol
 _KEY = re.compile(r"[0-9a-f]{32}")
 
 
+def is_blob_key(key: str) -> bool:
+    """Whether ``key`` has the form of a key this store makes (so it can name a file safely)."""
+    return _KEY.fullmatch(key) is not None
+
+
 def new_blob_key() -> str:
     return secrets.token_hex(16)
 
@@ -34,7 +39,7 @@ class LocalBlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        if not _KEY.fullmatch(key):
+        if not is_blob_key(key):
             raise ValueError(f"not a blob key: {key!r}")
         return self.root / key[:2] / key
 
@@ -68,7 +73,7 @@ class LocalBlobStore:
                 if name.endswith(".tmp"):
                     # Leftover of a write cut short by a crash: never referenced by a row.
                     entry.unlink(missing_ok=True)
-                elif _KEY.fullmatch(name):
+                elif is_blob_key(name):
                     yield name
 
 
