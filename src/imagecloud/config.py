@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     # costs several times a normal search on photos of nothing enrolled). Off for frame-streaming clients
     # that mostly send empty scenes and care more about capacity than about far-away targets.
     second_pass: bool = True
+    # Channels with at least this many targets are searched through the visual-word index (~1.6 KB of RAM
+    # per target instead of ~40 KB; see docs/RECOGNITION.md). The vocabulary it needs is trained on the
+    # enrolled targets the first time a channel gets there.
+    words_min_targets: int = 20_000
     # Requests allowed to wait for a vision worker; beyond running + waiting, 20015 with Retry-After at once.
     # Small on purpose: on 2 cores a FindImage on a 10k-target channel takes ~0.2-0.4 s, so 8 waiting means
     # at most a second or two of queueing; 32 let 32 clients queue for 6-8 s instead of hearing "busy".

@@ -32,6 +32,7 @@ def create_app(service: Service) -> FastAPI:
         app.state.admission = admission
         await anyio.to_thread.run_sync(service.start)
         yield
+        await anyio.to_thread.run_sync(service.stop)
         service.db.dispose()
 
     app = FastAPI(

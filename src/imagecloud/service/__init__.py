@@ -16,7 +16,12 @@ def build_service(settings: Settings) -> Service:
         db=Database(settings.resolved_database_url),
         blobs=LocalBlobStore(settings.resolved_blob_dir),
         recognizer=Recognizer(
-            RecognizerSettings(max_pixels=settings.max_pixels, second_pass=settings.second_pass)
+            RecognizerSettings(
+                max_pixels=settings.max_pixels,
+                second_pass=settings.second_pass,
+                words_min_targets=settings.words_min_targets,
+            ),
+            index_dir=settings.data_dir / "index",
         ),
     )
 

@@ -8,9 +8,12 @@ so OpenCV and FAISS are told to use one thread each.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import faiss
@@ -18,6 +21,7 @@ import numpy as np
 
 from imagecloud.errors import FeatureInsufficient, ImageCloudError
 from imagecloud.index.binary import BinaryVotingIndex, Candidate, IndexSettings
+from imagecloud.index.words import Hit, Vocabulary, WordIndex, WordSettings
 from imagecloud.vision.decode import decode_image
 from imagecloud.vision.features import FeatureExtractor, Features, FeatureSettings
 from imagecloud.vision.rating import SelfTest, rate, self_test
@@ -25,6 +29,11 @@ from imagecloud.vision.verify import VerifySettings, verify
 
 cv2.setNumThreads(1)
 faiss.omp_set_num_threads(1)
+
+log = logging.getLogger(__name__)
+
+# Reads stored features of targets by id (the service's database); ids it cannot find are left out.
+FeatureSource = Callable[[Sequence[int]], dict[int, bytes]]
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,13 @@ class RecognizerSettings:
     second_features: FeatureSettings = field(
         default_factory=lambda: FeatureSettings(candidates=10_000, keep=3000, fast_threshold=8)
     )
+    # Scopes with at least this many targets are searched through the visual-word index, whose RAM per
+    # target is ~1/20 of the exact index's; smaller scopes keep the exact index, which recalls more.
+    words_min_targets: int = 20_000
+    words: WordSettings = field(default_factory=WordSettings)
+    words_shortlist: int = 50  # word-index candidates verified per search, best-ranked first
+    vocabulary_sample: int = 1_000_000  # descriptors the vocabulary is trained on
+    feature_cache: int = 2048  # features of recently verified word-index candidates kept in RAM
 
 
 @dataclass(frozen=True)
@@ -90,8 +106,28 @@ class _Entry:
 
 
 class Recognizer:
-    def __init__(self, settings: RecognizerSettings | None = None) -> None:
+    """Analysis, indexing and search of targets.
+
+    Two indexes: the exact descriptor index for scopes below ``words_min_targets`` (features kept in
+    RAM) and, once a vocabulary exists, the visual-word index, which holds every target and serves the
+    large scopes; their candidates' features are read through ``feature_source`` when verified. With
+    ``index_dir`` the vocabulary and the word index are kept on disk between runs.
+    """
+
+    def __init__(
+        self,
+        settings: RecognizerSettings | None = None,
+        feature_source: FeatureSource | None = None,
+        index_dir: Path | None = None,
+    ) -> None:
         self.settings = settings or RecognizerSettings()
+        self.feature_source = feature_source
+        self._index_dir = index_dir
+        self._words: WordIndex | None = None
+        self._word_scopes: set[int] = set()  # scopes served by the word index (not in the exact one)
+        self._counts: dict[int, int] = {}  # targets per scope
+        self._cache: OrderedDict[int, Features] = OrderedDict()
+        self._training: threading.Thread | None = None
         self._extractor = FeatureExtractor(self.settings.features)
         self._query_extractor = FeatureExtractor(self.settings.query_features)
         self._second_extractor = FeatureExtractor(self.settings.second_features)
@@ -146,6 +182,15 @@ class Recognizer:
     # ----------------------------------------------------------------------------- index upkeep
     def add(self, scope: int, target_id: int, features_blob: bytes) -> None:
         feats = Features.from_bytes(features_blob)
+        words = self._words
+        if words is not None:
+            words.add(target_id, scope, words.words_of(feats.descriptors))
+        with self._lock:
+            to_words = scope in self._word_scopes
+            if to_words or (scope, target_id) not in self._current:  # the same id again replaces its image
+                self._counts[scope] = self._counts.get(scope, 0) + 1
+        if to_words:
+            return
         entry = next(self._serial)
         with self._lock:
             old = self._current.get((scope, target_id))
@@ -156,10 +201,15 @@ class Recognizer:
             self._current[(scope, target_id)] = entry
         if old is not None:
             self._retire(scope, old)
+        self._grow_check(scope)
 
     def remove(self, scope: int, target_id: int) -> None:
+        if self._words is not None:
+            self._words.remove(target_id)
         with self._lock:
+            self._counts[scope] = max(0, self._counts.get(scope, 0) - 1)
             entry = self._current.pop((scope, target_id), None)
+            self._cache.pop(target_id, None)
         if entry is not None:
             self._retire(scope, entry)
 
@@ -173,14 +223,21 @@ class Recognizer:
             keys = [k for k in self._current if k[0] == scope]
             for k in keys:
                 self._entries.pop(self._current.pop(k), None)
+            self._counts.pop(scope, None)
+            self._word_scopes.discard(scope)
         self._index.drop_scope(scope)
+        if self._words is not None:
+            self._words.drop_scope(scope)
 
     def load(self, items: Iterable[tuple[int, int, bytes]]) -> None:
+        """Bulk insert into the exact index at start-up (the word index is opened by :meth:`open_words`)."""
         rows: list[tuple[int, int, np.ndarray]] = []
         retired: list[tuple[int, int]] = []
         with self._lock:
             for scope, target_id, blob in items:
                 feats = Features.from_bytes(blob)
+                if (scope, target_id) not in self._current:
+                    self._counts[scope] = self._counts.get(scope, 0) + 1
                 entry = next(self._serial)
                 old = self._current.get((scope, target_id))
                 if old is not None:
@@ -191,16 +248,160 @@ class Recognizer:
         self._index.load(rows)
         for scope, old in retired:
             self._retire(scope, old)
+        for scope in {r[0] for r in rows}:
+            self._grow_check(scope)
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._current)
+            return sum(self._counts.values())
 
     def memory_bytes(self) -> int:
-        """Approximate RAM of the index plus the features kept for verification."""
+        """Approximate RAM of the indexes plus the features kept for verification."""
         with self._lock:
             feats = sum(len(e.features) * 42 for e in self._entries.values())
-        return feats + self._index.memory_bytes()
+        words = self._words.memory_bytes() if self._words is not None else 0
+        return feats + self._index.memory_bytes() + words
+
+    # ----------------------------------------------------------------------------- word index
+    @property
+    def words(self) -> WordIndex | None:
+        return self._words
+
+    def word_scopes(self) -> set[int]:
+        with self._lock:
+            return set(self._word_scopes)
+
+    def open_words(self, counts: dict[int, int], live: np.ndarray) -> list[int]:
+        """Start-up: open the saved vocabulary and word index, if any, and reconcile it with ``live``.
+
+        ``counts`` are the targets per scope in the database. Returns the live target ids the saved index
+        does not hold; the caller feeds their features to :meth:`add_words`. Scopes at or above the
+        threshold are then served by the word index and must not be given to :meth:`load`.
+        """
+        vocab_path = self._vocabulary_path()
+        if vocab_path is None or not vocab_path.exists():
+            return []
+        s = self.settings
+        vocab = Vocabulary.load(vocab_path, s.words.nprobe)
+        assert self._index_dir is not None
+        index = WordIndex.open(self._index_dir / "words", vocab, s.words)
+        missing = index.retain(live)
+        with self._lock:
+            self._words = index
+            self._word_scopes = {sc for sc, n in counts.items() if n >= s.words_min_targets}
+            for sc in self._word_scopes:
+                self._counts[sc] = counts[sc]
+        return [int(t) for t in missing]
+
+    def add_words(self, items: Iterable[tuple[int, int, bytes]]) -> None:
+        """Bulk insert ``(scope, target_id, features)`` into the word index only."""
+        words = self._words
+        if words is None:
+            return
+        words.load(
+            (target_id, scope, words.words_of(Features.from_bytes(blob).descriptors))
+            for scope, target_id, blob in items
+        )
+
+    def save_words(self) -> None:
+        """Write the word index next to its vocabulary, so the next start does not rebuild it."""
+        if self._words is not None and self._index_dir is not None:
+            self._words.save(self._index_dir / "words")
+
+    def _vocabulary_path(self) -> Path | None:
+        return None if self._index_dir is None else self._index_dir / "vocabulary.npz"
+
+    def _grow_check(self, scope: int) -> None:
+        """A scope that reached the threshold moves to the word index (trained first if there is none)."""
+        s = self.settings
+        with self._lock:
+            big = self._counts.get(scope, 0) >= s.words_min_targets and scope not in self._word_scopes
+            training = self._training is not None and self._training.is_alive()
+        if not big or training:
+            return
+        if self._words is None:
+            thread = threading.Thread(target=self._train_words, daemon=True, name="vocabulary-training")
+            with self._lock:
+                self._training = thread
+            thread.start()
+        else:
+            self._promote(scope)
+
+    def wait_words(self) -> None:
+        """Block until a vocabulary training started by growth has finished (tests, benchmarks)."""
+        with self._lock:
+            thread = self._training
+        if thread is not None:
+            thread.join()
+        if self._words is not None:
+            self._words.wait_idle()
+
+    def _train_words(self) -> None:
+        """Train a vocabulary on the enrolled targets, index all of them by words, promote big scopes."""
+        s = self.settings
+        try:
+            with self._lock:
+                entries = list(self._entries.values())
+            rng = np.random.default_rng(0)
+            per_target = max(1, s.vocabulary_sample // max(1, len(entries)))
+            sample = np.concatenate(
+                [
+                    e.features.descriptors[rng.permutation(len(e.features))[:per_target]]
+                    for e in entries
+                    if len(e.features)
+                ]
+            )
+            vocab = Vocabulary.train(sample, s.words)
+            path = self._vocabulary_path()
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                vocab.save(path)
+            index = WordIndex(vocab, s.words)
+            # Targets added from here on go to the new index too; the bulk load then covers the rest
+            # (a target in both is harmless: it is one target id).
+            with self._lock:
+                self._words = index
+                entries = list(self._entries.values())
+            index.load((e.target_id, e.scope, index.words_of(e.features.descriptors)) for e in entries)
+            log.info("vocabulary of %d words trained; %d targets indexed by words", len(vocab), len(entries))
+            with self._lock:
+                big = [sc for sc, n in self._counts.items() if n >= s.words_min_targets]
+            for scope in big:
+                self._promote(scope)
+            self.save_words()
+        except Exception:  # a failed training leaves the exact index serving; logged, retried on growth
+            log.exception("vocabulary training failed")
+
+    def _promote(self, scope: int) -> None:
+        """Serve ``scope`` from the word index and free its exact-index memory."""
+        with self._lock:
+            self._word_scopes.add(scope)
+            keys = [k for k in self._current if k[0] == scope]
+            for k in keys:
+                self._entries.pop(self._current.pop(k), None)
+        self._index.drop_scope(scope)
+        log.info("channel %d now searched through the word index", scope)
+
+    def _features_of(self, target_ids: Sequence[int]) -> dict[int, Features]:
+        out: dict[int, Features] = {}
+        missing: list[int] = []
+        with self._lock:
+            for t in target_ids:
+                f = self._cache.get(t)
+                if f is None:
+                    missing.append(t)
+                else:
+                    self._cache.move_to_end(t)
+                    out[t] = f
+        if missing and self.feature_source is not None:
+            loaded = {t: Features.from_bytes(b) for t, b in self.feature_source(missing).items()}
+            out.update(loaded)
+            with self._lock:
+                for t, f in loaded.items():
+                    self._cache[t] = f
+                while len(self._cache) > self.settings.feature_cache:
+                    self._cache.popitem(last=False)
+        return out
 
     # ----------------------------------------------------------------------------- search
     def search(self, query: QueryAnalysis, scopes: Sequence[int], max_results: int = 1) -> list[Match]:
@@ -219,8 +420,28 @@ class Recognizer:
         s = self.settings
         wanted = max(1, max_results)
         limit = max(s.shortlist, wanted)
-        desc = query.features.descriptors
+        with self._lock:
+            word_scopes = [sc for sc in scopes if sc in self._word_scopes]
+        exact_scopes = [sc for sc in scopes if sc not in set(word_scopes)]
         found: list[tuple[int, int, Match]] = []
+        if exact_scopes:
+            self._search_exact(query, exact_scopes, wanted, limit, found)
+        if word_scopes and len(found) < wanted:
+            self._verify_hits(query, word_scopes, wanted, found)
+        if not found and s.second_pass and query.data:
+            self._second_pass(query, exact_scopes, word_scopes, limit, wanted, found)
+        return self._current_matches(found, wanted)
+
+    def _search_exact(
+        self,
+        query: QueryAnalysis,
+        scopes: Sequence[int],
+        wanted: int,
+        limit: int,
+        found: list[tuple[int, int, Match]],
+    ) -> None:
+        s = self.settings
+        desc = query.features.descriptors
         tried: set[int] = set()
         first = min(len(desc), s.first_votes)
         ballot = self._index.ballot(desc[:first], scopes)
@@ -229,14 +450,41 @@ class Recognizer:
         if len(found) < wanted and first < len(desc):
             ballot = ballot + self._index.ballot(desc[first:], scopes)
             self._verify_candidates(query, ballot.top(limit), s.min_votes, wanted, found, tried)
-        if not found and s.second_pass and query.data:
-            self._second_pass(query, scopes, limit, wanted, found)
-        return self._current_matches(found, wanted)
+
+    def _verify_hits(
+        self, query: QueryAnalysis, scopes: Sequence[int], wanted: int, found: list[tuple[int, int, Match]]
+    ) -> None:
+        """Verify word-index candidates best-ranked first, reading their features a few at a time."""
+        words = self._words
+        if words is None:
+            return
+        hits: list[Hit] = words.search(query.features.descriptors, scopes, self.settings.words_shortlist)
+        batch = 8  # the right target is usually first: read features lazily, not all 50 at once
+        for start in range(0, len(hits), batch):
+            chunk = hits[start : start + batch]
+            feats = self._features_of([h.target for h in chunk])
+            for h in chunk:
+                if len(found) >= wanted:
+                    return
+                f = feats.get(h.target)
+                if f is None:
+                    continue
+                v = verify(query.features, f, self.settings.verify)
+                if v is not None:
+                    # Word-index matches carry entry -target: entries of the exact index are positive.
+                    found.append(
+                        (
+                            -h.target,
+                            v.inliers,
+                            Match(target_id=h.target, scope=h.scope, score=v.score, corners=v.corners),
+                        )
+                    )
 
     def _second_pass(
         self,
         query: QueryAnalysis,
         scopes: Sequence[int],
+        word_scopes: Sequence[int],
         limit: int,
         wanted: int,
         found: list[tuple[int, int, Match]],
@@ -266,8 +514,11 @@ class Recognizer:
         dense = QueryAnalysis(
             width=img.width, height=img.height, features=feats, gray=gray, scale=scale, data=b""
         )
-        candidates = self._index.ballot(feats.descriptors, scopes).top(limit)
-        self._verify_candidates(dense, candidates, s.min_votes, wanted, found, set())
+        if scopes:
+            candidates = self._index.ballot(feats.descriptors, scopes).top(limit)
+            self._verify_candidates(dense, candidates, s.min_votes, wanted, found, set())
+        if word_scopes and len(found) < wanted:
+            self._verify_hits(dense, word_scopes, wanted, found)
 
     def _verify_candidates(
         self,
@@ -307,7 +558,8 @@ class Recognizer:
             # Re-checked under the lock: a target removed while this search ran is not returned.
             for entry, _, m in found:
                 key = (m.scope, m.target_id)
-                if self._current.get(key) == entry and key not in seen:
+                current = entry < 0 or self._current.get(key) == entry
+                if current and key not in seen:
                     seen.add(key)
                     out.append(m)
         return out[:wanted]

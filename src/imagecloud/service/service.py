@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -70,6 +71,8 @@ class Service:
         self._channel_locks: dict[int, threading.Lock] = {}
         self.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
         self.ready = False
+        if recognizer.feature_source is None:
+            recognizer.feature_source = self._features_by_id
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -77,9 +80,41 @@ class Service:
         """Migrate, drop blobs no row points to (left by a crash mid-add), load the search index."""
         self.db.migrate()
         self._collect_orphan_blobs()
-        self.recognizer.load(self._stored_features())
+        counts, live = self._census()
+        missing = self.recognizer.open_words(counts, live)
+        if missing:
+            # Targets added since the word index was last saved (or all of them, after a crash before any
+            # save): their stored features are re-read and indexed by words.
+            self.recognizer.add_words(self._stored_features(ids=missing))
+            self.recognizer.save_words()
+        self.recognizer.load(self._stored_features(skip_channels=self.recognizer.word_scopes()))
         self.ready = True
         log.info("ready: %d targets indexed", len(self.recognizer))
+
+    def stop(self) -> None:
+        """Orderly shutdown: save the word index so the next start reads it instead of rebuilding it."""
+        self.recognizer.save_words()
+
+    def _census(self) -> tuple[dict[int, int], np.ndarray]:
+        """Targets per channel, and every target id."""
+        with self.db.session() as session:
+            counts = {
+                int(c): int(n)
+                for c, n in session.execute(
+                    select(Target.channel_id, func.count()).group_by(Target.channel_id)
+                )
+            }
+            ids = np.fromiter(session.scalars(select(Target.id)), np.int64)
+        return counts, ids
+
+    def _features_by_id(self, ids: Sequence[int]) -> dict[int, bytes]:
+        with self.db.session() as session:
+            rows = session.execute(
+                select(TargetFeatures.target_id, TargetFeatures.data).where(
+                    TargetFeatures.target_id.in_(list(ids))
+                )
+            )
+            return {int(t): bytes(d) for t, d in rows}
 
     def database_ok(self) -> bool:
         try:
@@ -100,13 +135,25 @@ class Service:
         if removed:
             log.warning("removed %d blob files without a target row", removed)
 
-    def _stored_features(self) -> Iterator[tuple[int, int, bytes]]:
+    def _stored_features(
+        self, ids: Sequence[int] | None = None, skip_channels: set[int] | None = None
+    ) -> Iterator[tuple[int, int, bytes]]:
+        if ids is not None:
+            # Chunks keep each statement's parameter list within SQLite's limit.
+            for start in range(0, len(ids), 500):
+                yield from self._stored_features_where(Target.id.in_(list(ids[start : start + 500])))
+            return
+        where = Target.channel_id.not_in(list(skip_channels)) if skip_channels else None
+        yield from self._stored_features_where(where)
+
+    def _stored_features_where(self, where: ColumnElement[bool] | None) -> Iterator[tuple[int, int, bytes]]:
         with self.db.session() as session:
-            rows = session.execute(
-                select(Target.channel_id, Target.id, TargetFeatures.data)
-                .join(TargetFeatures, TargetFeatures.target_id == Target.id)
-                .execution_options(yield_per=1000)
+            query = select(Target.channel_id, Target.id, TargetFeatures.data).join(
+                TargetFeatures, TargetFeatures.target_id == Target.id
             )
+            if where is not None:
+                query = query.where(where)
+            rows = session.execute(query.execution_options(yield_per=1000))
             yield from ((channel_id, target_id, data) for channel_id, target_id, data in rows)
 
     def _channel_lock(self, channel_id: int) -> threading.Lock:
