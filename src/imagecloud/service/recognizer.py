@@ -63,7 +63,7 @@ class RecognizerSettings:
     # target is ~1/20 of the exact index's; smaller scopes keep the exact index, which recalls more.
     words_min_targets: int = 20_000
     words: WordSettings = field(default_factory=WordSettings)
-    words_shortlist: int = 50  # word-index candidates verified per search, best-ranked first
+    words_shortlist: int = 20  # word-index candidates verified per search, best-ranked first
     vocabulary_sample: int = 1_000_000  # descriptors the vocabulary is trained on
     feature_cache: int = 2048  # features of recently verified word-index candidates kept in RAM
 

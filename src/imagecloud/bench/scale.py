@@ -1,0 +1,481 @@
+"""`imagecloud bench scale`: recognition speed, recall and memory with 10k … 1M targets in one channel.
+
+Targets. The development set's 100 covers are planted among distractors. Distractors come from real
+photos: each is a random crop, perspective warp and exposure change of one of the first half of the
+dataset's distractor photos, analysed exactly like an enrolled target (``--real`` of them, analysed in
+parallel and cached in ``--work``). Beyond that number, further distractors are *word-level variants*
+of the real ones: a real distractor's visual words with a share of them replaced by words drawn from the
+corpus' own word frequencies, verified (if they ever reach verification) against their source's
+features. Variants keep real posting-list statistics at a fraction of the analysis cost; they are
+reported separately so the two kinds can be told apart.
+
+Queries. The 200 real photos of the covers (recall@1, and top-k of the word ranking alone) and the second
+half of the distractor photos, which are never enrolled (any answer is a false match).
+
+Measurements, each in a fresh process: restart to ready (vocabulary + saved index), index RAM per target
+from the process RSS before and after, FindImage server-side time on one core (photo analysis plus
+search plus verification, as in the service), and the search p99 while a second thread adds 10 targets/s.
+A 1k-target run with the exact index, in the same benchmark, is the recall baseline.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from imagecloud.bench import machine
+from imagecloud.index.words import Vocabulary, WordIndex, WordSettings
+from imagecloud.service.recognizer import Recognizer, RecognizerSettings
+from imagecloud.vision.decode import decode_image
+from imagecloud.vision.features import FeatureExtractor, Features
+
+PLANTED_BASE = 1  # planted covers get target ids 1..100
+DISTRACTOR_BASE = 1000  # distractor j gets id 1000 + j
+SCOPE = 1
+VARIANT_SWAP = 0.15  # share of a real distractor's words a variant replaces
+
+
+# ---------------------------------------------------------------------------------------- the corpus
+
+
+def _augment(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h, w = gray.shape
+    cw, ch = w * rng.uniform(0.6, 1.0), h * rng.uniform(0.6, 1.0)
+    x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
+    corners = np.array([[x0, y0], [x0 + cw, y0], [x0 + cw, y0 + ch], [x0, y0 + ch]], np.float64)
+    corners += rng.uniform(-0.08, 0.08, (4, 2)) * np.array([cw, ch])
+    src = corners.astype(np.float32)
+    size = int(rng.uniform(400, 640))
+    out_w, out_h = (size, int(size * ch / cw)) if cw >= ch else (int(size * cw / ch), size)
+    dst = np.array([[0, 0], [out_w, 0], [out_w, out_h], [0, out_h]], np.float32)
+    warped = cv2.warpPerspective(gray, cv2.getPerspectiveTransform(src, dst), (out_w, out_h))
+    gain, gamma = rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.4)
+    table = np.clip(255.0 * (np.arange(256) / 255.0) ** gamma * gain, 0, 255).astype(np.uint8)
+    return cv2.LUT(warped, table)
+
+
+def _analyse(job: tuple[int, str]) -> bytes:
+    """Features of distractor ``i``: an augmented view of photo ``path``, analysed like a target."""
+    i, path = job
+    cv2.setNumThreads(1)
+    settings = RecognizerSettings()
+    img = decode_image(Path(path).read_bytes(), max_pixels=settings.max_pixels, working_size=640)
+    gray = _augment(img.gray, np.random.default_rng(i))
+    return FeatureExtractor(settings.features).extract(gray, 1.0, gray.shape[1], gray.shape[0]).to_bytes()
+
+
+class Pool:
+    """Feature blobs of the real distractors, in one file with an offset table (read by memory map)."""
+
+    def __init__(self, work: Path) -> None:
+        self.data_path, self.index_path = work / "pool.bin", work / "pool-offsets.npy"
+        self.offsets = np.load(self.index_path) if self.index_path.exists() else np.zeros(1, np.int64)
+        self._map: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def blob(self, i: int) -> bytes:
+        if self._map is None:
+            self._map = np.memmap(self.data_path, dtype=np.uint8, mode="r")
+        return self._map[self.offsets[i] : self.offsets[i + 1]].tobytes()
+
+    def grow(self, photos: Sequence[Path], n: int, workers: int) -> None:
+        """Analyse distractors up to ``n`` (resumes where an earlier run stopped)."""
+        have = len(self)
+        if have >= n:
+            return
+        offsets = list(self.offsets[: have + 1])
+        jobs = [(i, str(photos[i % len(photos)])) for i in range(have, n)]
+        started = time.monotonic()
+        with open(self.data_path, "ab") as f, multiprocessing.Pool(workers) as pool:
+            f.truncate(int(offsets[-1]))
+            for k, blob in enumerate(pool.imap(_analyse, jobs, chunksize=16), 1):
+                f.write(blob)
+                offsets.append(offsets[-1] + len(blob))
+                if k % 2000 == 0 or k == len(jobs):
+                    f.flush()
+                    np.save(self.index_path, np.asarray(offsets, np.int64))
+                    rate = k / (time.monotonic() - started)
+                    print(f"  distractors analysed: {have + k}/{n} ({rate:.0f}/s)", flush=True)
+        self.offsets = np.asarray(offsets, np.int64)
+        self._map = None
+
+
+def _words_job(args: tuple[str, str, int, int]) -> tuple[int, np.ndarray, np.ndarray]:
+    vocab_path, work, start, stop = args
+    pool = Pool(Path(work))
+    index = WordIndex(Vocabulary.load(Path(vocab_path)))
+    words = [index.words_of(Features.from_bytes(pool.blob(i)).descriptors) for i in range(start, stop)]
+    lens = np.fromiter((len(w) for w in words), np.int64, len(words))
+    return start, lens, np.concatenate(words).astype(np.int32)
+
+
+def _pool_words(work: Path, vocab_path: Path, n: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Words of every real distractor (cached): ``(offsets, words)``."""
+    cache = work / f"pool-words-{Vocabulary.load(vocab_path).digest}.npz"
+    if cache.exists():
+        with np.load(cache) as z:
+            if len(z["offsets"]) - 1 >= n:
+                return z["offsets"], z["words"]
+    step = 2000
+    jobs = [(str(vocab_path), str(work), s, min(n, s + step)) for s in range(0, n, step)]
+    parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    with multiprocessing.Pool(workers) as pool:
+        for start, lens, words in pool.imap_unordered(_words_job, jobs):
+            parts[start] = (lens, words)
+    lens = np.concatenate([parts[s][0] for s in sorted(parts)])
+    words = np.concatenate([parts[s][1] for s in sorted(parts)])
+    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    np.savez(cache, offsets=offsets, words=words)
+    return offsets, words
+
+
+def _distractor_words(
+    offsets: np.ndarray, words: np.ndarray, n_real: int, count: int, vocab_size: int
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(target, scope, words)`` of ``count`` distractors: real ones first, then variants."""
+    freq = np.bincount(words, minlength=vocab_size).astype(np.float64) + 0.1
+    cdf = np.cumsum(freq / freq.sum())
+    rng = np.random.default_rng(7)
+    for j in range(count):
+        base = j % n_real
+        w = words[offsets[base] : offsets[base + 1]].astype(np.int64)
+        if j >= n_real:
+            w = w.copy()
+            swap = rng.random(len(w)) < VARIANT_SWAP
+            w[swap] = np.minimum(np.searchsorted(cdf, rng.random(int(swap.sum()))), vocab_size - 1)
+            w = np.unique(w)
+        yield DISTRACTOR_BASE + j, SCOPE, w
+
+
+# ---------------------------------------------------------------------------------------- measuring
+
+
+def _rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _percentiles(ms: Sequence[float]) -> dict[str, float]:
+    if not ms:
+        return {}
+    a = np.asarray(ms)
+    return {f"p{q}": round(float(np.percentile(a, q)), 1) for q in (50, 95, 99)} | {
+        "mean": round(float(a.mean()), 1)
+    }
+
+
+def _queries(dataset: Path) -> tuple[list[tuple[Path, int]], list[Path], list[Path]]:
+    """(cover photo, planted id) pairs, distractor photos to enrol from, distractor photos to query."""
+    targets = sorted((dataset / "targets").glob("*.jpg"))
+    ids = {p.stem: PLANTED_BASE + i for i, p in enumerate(targets)}
+    with open(dataset / "queries.csv") as f:
+        photos = [(dataset / row["query"], ids[row["target"]]) for row in csv.DictReader(f)]
+    distractors = sorted((dataset / "distractors").glob("*.jpg"))
+    half = len(distractors) // 2
+    return photos, distractors[:half], distractors[half:]
+
+
+def _planted(dataset: Path, recognizer: Recognizer) -> dict[int, bytes]:
+    targets = sorted((dataset / "targets").glob("*.jpg"))
+    return {
+        PLANTED_BASE + i: recognizer.analyse_target(p.read_bytes()).features_blob
+        for i, p in enumerate(targets)
+    }
+
+
+def measure(dataset: Path, work: Path, size: int, exact: bool, mixed_seconds: float) -> dict[str, Any]:
+    """Runs in a fresh process: open the saved index, time queries, measure RSS and mixed load."""
+    photos, _, held_out = _queries(dataset)
+    pool = Pool(work)
+    planted_blobs = json.loads((work / "planted.json").read_text())
+    planted = {int(k): bytes.fromhex(v) for k, v in planted_blobs.items()}
+    meta = json.loads((work / f"index-{size}" / "meta.json").read_text())
+    n_real = int(meta["real"])
+
+    def source(ids: Sequence[int]) -> dict[int, bytes]:
+        out = {}
+        for t in ids:
+            out[t] = planted[t] if t in planted else pool.blob((t - DISTRACTOR_BASE) % n_real)
+        return out
+
+    settings = RecognizerSettings(words_min_targets=1 if not exact else 10**9)
+    rss0 = _rss_bytes()
+    started = time.perf_counter()
+    recognizer = Recognizer(settings, feature_source=source, index_dir=work / f"index-{size}")
+    if exact:
+        items: list[tuple[int, int, bytes]] = [(SCOPE, t, b) for t, b in planted.items()]
+        items += [(SCOPE, DISTRACTOR_BASE + j, pool.blob(j)) for j in range(size - len(planted))]
+        recognizer.load(items)
+        del items
+    else:
+        live = np.array(meta["ids"], np.int64) if "ids" in meta else None
+        ids = (
+            live
+            if live is not None
+            else np.concatenate(
+                [
+                    np.arange(PLANTED_BASE, PLANTED_BASE + len(planted)),
+                    DISTRACTOR_BASE + np.arange(size - len(planted)),
+                ]
+            )
+        )
+        missing = recognizer.open_words({SCOPE: size}, ids)
+        assert not missing, f"saved index lacks {len(missing)} targets"
+    ready_s = time.perf_counter() - started
+    rss1 = _rss_bytes()
+    words = recognizer.words
+
+    # Queries, one at a time on one core (the vision pool runs one search per core).
+    found = wrong = 0
+    ranks: list[int] = []
+    real_ms: list[float] = []
+    for path, truth in photos:
+        data = path.read_bytes()
+        t0 = time.perf_counter()
+        query = recognizer.analyse_query(data)
+        matches = recognizer.search(query, [SCOPE])
+        real_ms.append((time.perf_counter() - t0) * 1000)
+        if matches:
+            found += matches[0].target_id == truth
+            wrong += matches[0].target_id != truth
+        if words is not None:
+            hits = words.search(query.features.descriptors, [SCOPE], 300)
+            ids_ranked = [h.target for h in hits]
+            ranks.append(ids_ranked.index(truth) if truth in ids_ranked else 10**6)
+    false = 0
+    held_ms: list[float] = []
+    for path in held_out:
+        data = path.read_bytes()
+        t0 = time.perf_counter()
+        try:
+            query = recognizer.analyse_query(data)
+            matches = recognizer.search(query, [SCOPE])
+        except Exception:  # too few keypoints: the service answers 20013, not a match
+            matches = []
+        held_ms.append((time.perf_counter() - t0) * 1000)
+        false += bool(matches)
+
+    mixed = _mixed_load(recognizer, photos, pool, n_real, mixed_seconds) if mixed_seconds > 0 else {}
+    r = np.asarray(ranks) if ranks else np.zeros(0)
+    return {
+        "targets": size,
+        "index": "exact" if exact else "words",
+        "real_distractors": min(n_real, size - len(planted)),
+        "variant_distractors": max(0, size - len(planted) - n_real),
+        "restart_to_ready_s": round(ready_s, 2),
+        "index_rss_bytes_per_target": round((rss1 - rss0) / size, 1),
+        "index_rss_mib": round((rss1 - rss0) / 2**20, 1),
+        "recall_at_1": round(found / len(photos), 4),
+        "wrong": wrong,
+        "false_matches": false,
+        "distractor_queries": len(held_out),
+        "word_rank_topk": {str(k): round(float((r < k).mean()), 4) for k in (1, 10, 50, 300)}
+        if len(r)
+        else {},
+        "find_ms_real_photos": _percentiles(real_ms),
+        "find_ms_distractor_photos": _percentiles(held_ms),
+        "find_ms_all": _percentiles(real_ms + held_ms),
+        "posting_stats": words.posting_stats() if words is not None else {},
+        "mixed_load": mixed,
+    }
+
+
+def _mixed_load(
+    recognizer: Recognizer, photos: list[tuple[Path, int]], pool: Pool, n_real: int, seconds: float
+) -> dict[str, Any]:
+    """Search p99 read-only, then with a thread adding 10 targets/s, back to back in one process."""
+    queries = [recognizer.analyse_query(p.read_bytes()) for p, _ in photos[:60]]
+
+    def run(with_adds: bool) -> tuple[list[float], int]:
+        stop = threading.Event()
+        added = 0
+
+        def adder() -> None:
+            nonlocal added
+            next_id = 10**8 + (10**6 if with_adds else 0)
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                recognizer.add(SCOPE, next_id + added, pool.blob(added % n_real))
+                added += 1
+                time.sleep(max(0.0, 0.1 - (time.perf_counter() - t0)))
+
+        thread = threading.Thread(target=adder, daemon=True)
+        if with_adds:
+            thread.start()
+        times: list[float] = []
+        end = time.perf_counter() + seconds
+        i = 0
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            recognizer.search(queries[i % len(queries)], [SCOPE])
+            times.append((time.perf_counter() - t0) * 1000)
+            i += 1
+        stop.set()
+        if with_adds:
+            thread.join()
+        return times, added
+
+    read_only, _ = run(False)
+    with_adds, added = run(True)
+    ro, wa = _percentiles(read_only), _percentiles(with_adds)
+    return {
+        "seconds_each": seconds,
+        "read_only_search_ms": ro,
+        "with_adds_search_ms": wa,
+        "adds_per_second": round(added / seconds, 1),
+        "p99_ratio": round(wa["p99"] / ro["p99"], 2) if ro.get("p99") else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------- driver
+
+
+def prepare(dataset: Path, work: Path, sizes: Sequence[int], real: int, workers: int) -> None:
+    """Analyse the corpus, train the vocabulary, build and save one word index per size."""
+    work.mkdir(parents=True, exist_ok=True)
+    _, enrol_from, _ = _queries(dataset)
+    largest = max(sizes)
+    n_real = min(real, largest)
+    pool = Pool(work)
+    print(f"analysing {n_real} real distractors", flush=True)
+    pool.grow(enrol_from, n_real, workers)
+    recognizer = Recognizer()
+    planted = _planted(dataset, recognizer)
+    (work / "planted.json").write_text(json.dumps({str(k): v.hex() for k, v in planted.items()}))
+    vocab_path = work / "vocabulary.npz"
+    settings = WordSettings()
+    if not vocab_path.exists():
+        print("training the vocabulary", flush=True)
+        rng = np.random.default_rng(0)
+        per = max(1, RecognizerSettings().vocabulary_sample // n_real)
+        sample = []
+        for i in range(n_real):
+            d = Features.from_bytes(pool.blob(i)).descriptors
+            sample.append(d[rng.permutation(len(d))[:per]])
+        Vocabulary.train(np.concatenate(sample), settings).save(vocab_path)
+    vocab = Vocabulary.load(vocab_path)
+    print("quantising distractors", flush=True)
+    offsets, words = _pool_words(work, vocab_path, n_real, workers)
+    for size in sizes:
+        folder = work / f"index-{size}"
+        if (folder / "meta.json").exists():
+            continue
+        print(f"building the {size}-target index", flush=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(vocab_path, folder / "vocabulary.npz")
+        index = WordIndex(vocab, settings)
+        started = time.perf_counter()
+        planted_words = [
+            (t, SCOPE, index.words_of(Features.from_bytes(b).descriptors)) for t, b in planted.items()
+        ]
+        index.load(planted_words)
+        index.load(_distractor_words(offsets, words, n_real, size - len(planted), len(vocab)))
+        index.wait_idle()
+        build_s = time.perf_counter() - started
+        index.save(folder / "words")
+        disk = sum(f.stat().st_size for f in (folder / "words").iterdir())
+        meta = {"real": n_real, "build_s": round(build_s, 1), "index_disk_bytes": disk}
+        (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def run(
+    dataset: Path,
+    work: Path,
+    out: Path,
+    sizes: Sequence[int],
+    real: int,
+    workers: int,
+    mixed_seconds: float,
+) -> dict[str, Any]:
+    prepare(dataset, work, sizes, real, workers)
+    results = []
+    for size, exact in [(1000, True), *((s, False) for s in sizes)]:
+        if exact:
+            folder = work / "index-1000"
+            folder.mkdir(parents=True, exist_ok=True)
+            if not (folder / "meta.json").exists():
+                (folder / "meta.json").write_text(json.dumps({"real": min(real, 1000)}))
+        print(f"measuring {size} targets ({'exact' if exact else 'word'} index)", flush=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "imagecloud.bench.scale",
+                str(dataset),
+                str(work),
+                str(size),
+                "exact" if exact else "words",
+                str(mixed_seconds if not exact else 0),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        meta = json.loads((work / f"index-{size}" / "meta.json").read_text())
+        result |= {k: v for k, v in meta.items() if k != "real"}
+        if "index_disk_bytes" in result:
+            result["index_disk_bytes_per_target"] = round(result["index_disk_bytes"] / size, 1)
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    report = {"machine": machine.describe(), "dataset": str(dataset.name), "runs": results}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(markdown(report))
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        f"# Scale benchmark ({report['dataset']})",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, "
+        f"OpenCV {m['opencv']}. FindImage time is server-side on one core: "
+        "photo analysis, search, verification.",
+        "",
+        "| targets | index | real / variant distractors | recall@1 | wrong | false matches | "
+        "word rank top-1/10/50/300 | find p50 / p95 / p99 ms (all photos) | real photos p50 / p95 | "
+        "RAM bytes/target (RSS) | restart s | mixed-load p99 ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["runs"]:
+        a, rp = r["find_ms_all"], r["find_ms_real_photos"]
+        topk = r.get("word_rank_topk") or {}
+        tk = " / ".join(f"{100 * topk[k]:.1f}" for k in ("1", "10", "50", "300")) if topk else "-"
+        mix = r.get("mixed_load") or {}
+        lines.append(
+            f"| {r['targets']:,} | {r['index']} | {r['real_distractors']:,} / {r['variant_distractors']:,} | "
+            f"{100 * r['recall_at_1']:.1f}% | {r['wrong']} | "
+            f"{r['false_matches']}/{r['distractor_queries']} | {tk} | "
+            f"{a['p50']} / {a['p95']} / {a['p99']} | {rp['p50']} / {rp['p95']} | "
+            f"{r['index_rss_bytes_per_target']:,} | {r['restart_to_ready_s']} | {mix.get('p99_ratio', '-')} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _main(argv: list[str]) -> None:
+    dataset, work, size, kind, mixed = argv
+    result = measure(Path(dataset), Path(work), int(size), kind == "exact", float(mixed))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
