@@ -179,7 +179,22 @@ def _single(target: int, scope: int, words: np.ndarray) -> _Shard:
     return _build(w, np.zeros(len(w), np.int64), np.array([target]), np.array([scope]))
 
 
-def _merge(shards: Sequence[_Shard], dead: frozenset[int]) -> tuple[_Shard, np.ndarray]:
+def _array(targets: Iterable[int]) -> np.ndarray:
+    return np.fromiter(targets, np.int64)
+
+
+def _dead_mask(shard: _Shard, dead: np.ndarray, buried: dict[_Shard, frozenset[int]]) -> np.ndarray:
+    """Per local doc: tombstoned, target-wide (``dead``) or in this shard only (``buried``)."""
+    mask = np.isin(shard.targets, dead)
+    gone = buried.get(shard)
+    if gone:
+        mask |= np.isin(shard.targets, _array(gone))
+    return mask
+
+
+def _merge(
+    shards: Sequence[_Shard], dead: frozenset[int], buried: dict[_Shard, frozenset[int]]
+) -> tuple[_Shard, np.ndarray]:
     """One shard holding the live docs of ``shards``, and the words of the postings it dropped."""
     words: list[np.ndarray] = []
     dropped: list[np.ndarray] = []
@@ -187,9 +202,9 @@ def _merge(shards: Sequence[_Shard], dead: frozenset[int]) -> tuple[_Shard, np.n
     targets: list[np.ndarray] = []
     scopes: list[np.ndarray] = []
     base = 0
-    dead_arr = np.fromiter(dead, np.int64, len(dead)) if dead else np.zeros(0, np.int64)
+    dead_arr = _array(dead)
     for shard in shards:
-        live = ~np.isin(shard.targets, dead_arr)
+        live = ~_dead_mask(shard, dead_arr, buried)
         renumber = np.cumsum(live) - 1 + base
         w, d = shard.postings()
         keep = live[d]
@@ -226,6 +241,9 @@ class WordIndex:
         self._write = threading.Lock()  # serialises writers (adds, removes, merges)
         self._shards: tuple[_Shard, ...] = ()
         self._dead: frozenset[int] = frozenset()
+        # Per-shard tombstones: the copies a shard holds of targets that were removed and then added again
+        # (or saved as removed), which the target-wide tombstones can no longer name. Replaced, not mutated.
+        self._buried: dict[_Shard, frozenset[int]] = {}
         self._df = np.zeros(len(vocabulary), np.int64)  # targets per word (tombstoned ones until merged)
         self._docs = 0
         self._merging = threading.Event()
@@ -243,11 +261,29 @@ class WordIndex:
         with self._write:
             w, _ = shard.postings()
             self._df[w.astype(np.int64)] += 1
+            buried = self._bury({target} & self._dead)
             with self._swap:
                 self._shards = (*self._shards, shard)
                 self._dead = self._dead - {target} if target in self._dead else self._dead
+                self._buried = buried
                 self._docs += 1
         self._schedule_merge()
+
+    def _bury(self, revived: set[int]) -> dict[_Shard, frozenset[int]]:
+        """Called with ``_write`` held: the burials with ``revived`` added to every shard holding them.
+
+        ``revived`` are removed targets being added again. Their target-wide tombstones are lifted for
+        the new copy, so the old copies, which the shards still hold, are tombstoned shard by shard.
+        """
+        if not revived:
+            return self._buried
+        buried = dict(self._buried)
+        arr = _array(revived)
+        for sh in self._shards:
+            held = np.unique(sh.targets[np.isin(sh.targets, arr)])
+            if len(held):
+                buried[sh] = buried.get(sh, frozenset()) | frozenset(held.tolist())
+        return buried
 
     def load(self, items: Iterable[tuple[int, int, np.ndarray]]) -> None:
         """Bulk insert ``(target, scope, words)``: builds full shards directly instead of merging."""
@@ -273,8 +309,12 @@ class WordIndex:
         )
         with self._write:
             np.add.at(self._df, words, 1)
+            revived = {int(t) for t in shard.targets} & self._dead
+            buried = self._bury(revived)
             with self._swap:
                 self._shards = (*self._shards, shard)
+                self._dead = self._dead - revived
+                self._buried = buried
                 self._docs += len(batch)
 
     def remove(self, target: int) -> None:
@@ -292,12 +332,15 @@ class WordIndex:
         self._schedule_merge()
 
     def retain(self, live: np.ndarray) -> np.ndarray:
-        """Tombstone every target not in ``live``; returns the live targets the index does not hold."""
+        """Tombstone every target not in ``live``; returns the live targets the index does not hold alive."""
         live = np.asarray(live, np.int64)
         with self._write:
             with self._swap:
-                shards = self._shards
-            held = np.concatenate([sh.targets for sh in shards]) if shards else np.zeros(0, np.int64)
+                shards, dead, buried = self._shards, self._dead, self._buried
+            # Only live copies count as held: a tombstoned target that is live must be added again.
+            dead_arr = _array(dead)
+            held_parts = [sh.targets[~_dead_mask(sh, dead_arr, buried)] for sh in shards]
+            held = np.concatenate(held_parts) if held_parts else np.zeros(0, np.int64)
             stale = held[~np.isin(held, live)]
             with self._swap:
                 self._dead = self._dead | frozenset(stale.tolist())
@@ -307,20 +350,27 @@ class WordIndex:
     # ------------------------------------------------------------------------------- merging
     def _schedule_merge(self) -> None:
         with self._swap:
-            if self._merger is not None and self._merger.is_alive():
-                self._merging.set()
-                return
             self._merging.set()
+            if self._merger is not None and self._merger.is_alive():
+                return
             self._merger = threading.Thread(target=self._merge_loop, daemon=True, name="word-index-merge")
             self._merger.start()
 
     def _merge_loop(self) -> None:
-        while self._merging.is_set():
-            self._merging.clear()
+        while True:
+            # Decided under the lock _schedule_merge takes: a request either is seen here or finds no
+            # merger and starts one, never lands on a thread that is on its way out.
+            with self._swap:
+                if not self._merging.is_set():
+                    self._merger = None
+                    return
+                self._merging.clear()
             while self._merge_once():
                 pass
 
-    def _plan(self, shards: tuple[_Shard, ...], dead: frozenset[int]) -> list[_Shard]:
+    def _plan(
+        self, shards: tuple[_Shard, ...], dead: frozenset[int], buried: dict[_Shard, frozenset[int]]
+    ) -> list[_Shard]:
         s = self.settings
         by_class: dict[int, list[_Shard]] = {}
         for sh in shards:
@@ -337,32 +387,50 @@ class WordIndex:
                     total += sh.size
                 if len(picked) >= 2:
                     return picked
-        if dead:
-            dead_arr = np.fromiter(dead, np.int64, len(dead))
+        if dead or buried:
+            dead_arr = _array(dead)
             for sh in shards:
-                n_dead = int(np.isin(sh.targets, dead_arr).sum())
+                n_dead = int(_dead_mask(sh, dead_arr, buried).sum())
                 if n_dead and (n_dead >= s.rewrite_dead_fraction * sh.size or sh.size < s.merge_fanout):
                     return [sh]
         return []
 
     def _merge_once(self) -> bool:
         with self._swap:
-            shards, dead = self._shards, self._dead
-        picked = self._plan(shards, dead)
+            shards, dead, buried = self._shards, self._dead, self._buried
+        picked = self._plan(shards, dead, buried)
         if not picked:
             return False
         # The slow part runs without any lock: adds and searches go on. Tombstones set meanwhile stay
         # in force because the merged shard still holds those targets.
-        merged, dropped_words = _merge(picked, dead)
-        with self._write:
+        merged, dropped_words = _merge(picked, dead, buried)
+        # The target-wide tombstones the merge may lift: those of the targets whose postings it dropped.
+        in_picked = np.unique(np.concatenate([p.targets for p in picked]))
+        lifted = in_picked[np.isin(in_picked, _array(dead))]
+        with self._write:  # the shards, tombstones and burials change only under this lock
             np.subtract.at(self._df, dropped_words, 1)
+            rest = tuple(sh for sh in self._shards if not any(sh is p for p in picked))
+            # ... but only once no shard holds the target: a target can be in two shards (added again
+            # after a removal, or both added and bulk loaded).
+            if len(lifted):
+                held = np.concatenate(
+                    [sh.targets[np.isin(sh.targets, lifted)] for sh in rest] or [lifted[:0]]
+                )
+                lifted = lifted[~np.isin(lifted, held)]
+            # Burials made while merging name copies the merged shard still holds (all the copies they
+            # meant: a copy added after the burial is in a shard that was not picked).
+            later: set[int] = set()
+            for p in picked:
+                later |= self._buried.get(p, frozenset()) - buried.get(p, frozenset()) - dead
+            later &= {int(t) for t in merged.targets} if later else later
+            kept_buried = {sh: b for sh, b in self._buried.items() if not any(sh is p for p in picked)}
+            if later:
+                kept_buried[merged] = frozenset(later)
             with self._swap:
-                current = self._shards
-                rest = tuple(sh for sh in current if not any(sh is p for p in picked))
                 self._shards = (*rest, merged) if merged.size else rest
-                dropped = {int(t) for p in picked for t in p.targets} - {int(t) for t in merged.targets}
-                self._dead = self._dead - dropped
-                self._docs -= len(dropped)
+                self._dead = self._dead - frozenset(lifted.tolist())
+                self._buried = kept_buried
+                self._docs -= sum(p.size for p in picked) - merged.size
         return True
 
     def wait_idle(self) -> None:
@@ -378,14 +446,13 @@ class WordIndex:
     def search(self, descriptors: np.ndarray, scopes: Sequence[int], limit: int) -> list[Hit]:
         """Targets of ``scopes`` ranked by idf-weighted shared words, best first."""
         with self._swap:
-            shards, dead, n = self._shards, self._dead, max(1, self._docs)
+            shards, dead, buried, n = self._shards, self._dead, self._buried, max(1, self._docs)
         if not shards or len(descriptors) == 0 or limit <= 0:
             return []
         assigned = self.vocabulary.assign(descriptors, self.settings.query_assign).ravel()
         qwords = np.unique(assigned[assigned >= 0])
         idf = np.log((n + 1.0) / (self._df[qwords] + 1.0)).astype(np.float32)
         wanted = np.unique(np.asarray(list(scopes), np.int32))
-        extra = limit + min(len(dead), 4 * limit)  # tombstoned docs may take some of the top places
         hits: list[tuple[float, int, int]] = []
         for sh in shards:
             scores = _score(sh, qwords, idf)
@@ -393,15 +460,24 @@ class WordIndex:
                 continue
             in_scope = sh.scopes == wanted[0] if len(wanted) == 1 else np.isin(sh.scopes, wanted)
             scores = np.where(in_scope, scores, 0.0)
-            top = np.argpartition(-scores, min(extra, len(scores) - 1))[:extra]
-            hits.extend(
-                (float(scores[i]), int(sh.targets[i]), int(sh.scopes[i])) for i in top if scores[i] > 0
-            )
+            gone = buried.get(sh, frozenset())
+            positive = int(np.count_nonzero(scores))
+            # Tombstoned docs may take some of the top places: take more, and more again while they
+            # leave fewer than ``limit`` live targets.
+            k = min(positive, limit + min(len(dead) + len(gone), 4 * limit))
+            live: list[int] = []
+            while k > 0:
+                top = _top(scores, sh.targets, k).tolist()
+                live = [i for i in top if int(sh.targets[i]) not in dead and int(sh.targets[i]) not in gone]
+                if k == positive or len({int(sh.targets[i]) for i in live}) >= limit:
+                    break
+                k = min(positive, 2 * k)
+            hits.extend((float(scores[i]), int(sh.targets[i]), int(sh.scopes[i])) for i in live)
         hits.sort(key=lambda h: (-h[0], h[1]))
         out: list[Hit] = []
         seen: set[int] = set()
         for score, target, scope in hits:
-            if target in dead or target in seen:
+            if target in seen:
                 continue
             seen.add(target)
             out.append(Hit(target, scope, score))
@@ -410,8 +486,10 @@ class WordIndex:
         return out
 
     def __len__(self) -> int:
+        """Live targets; approximate while a tombstone names a target held twice, or never held."""
         with self._swap:
-            return self._docs - len(self._dead)
+            dead, buried = self._dead, self._buried
+            return self._docs - len(dead) - sum(len(b - dead) for b in buried.values())
 
     def memory_bytes(self) -> int:
         with self._swap:
@@ -438,15 +516,15 @@ class WordIndex:
 
     # ------------------------------------------------------------------------------- persistence
     def save(self, folder: Path) -> None:
-        """Write the merged shards to ``folder`` (replaced whole; tombstones are not saved)."""
+        """Write the merged shards to ``folder`` (replaced whole; tombstones are saved per shard)."""
         self.wait_idle()
         with self._swap:
-            shards, dead = self._shards, self._dead
+            shards, dead, buried = self._shards, self._dead, self._buried
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         names = []
-        dead_arr = np.fromiter(dead, np.int64, len(dead)) if dead else np.zeros(0, np.int64)
+        dead_arr = _array(dead)
         for i, sh in enumerate(shards):
             name = f"shard-{i:05d}.npz"
             with open(tmp / name, "wb") as f:
@@ -461,7 +539,7 @@ class WordIndex:
                 )
                 f.flush()
                 os.fsync(f.fileno())
-            names.append({"file": name, "dead": np.isin(sh.targets, dead_arr).nonzero()[0].tolist()})
+            names.append({"file": name, "dead": _dead_mask(sh, dead_arr, buried).nonzero()[0].tolist()})
         manifest = {"vocabulary": self.vocabulary.digest, "shards": names}
         (tmp / "manifest.json").write_text(json.dumps(manifest))
         old = folder.with_name(folder.name + ".old")
@@ -482,22 +560,40 @@ class WordIndex:
         if manifest.get("vocabulary") != vocabulary.digest:
             return index
         shards: list[_Shard] = []
-        dead: set[int] = set()
+        buried: dict[_Shard, frozenset[int]] = {}
         for entry in manifest["shards"]:
             with np.load(folder / entry["file"]) as z:
                 sh = _Shard(z["keys"], z["starts"], z["docs"], z["targets"], z["scopes"], z["norms"])
             shards.append(sh)
-            dead.update(int(sh.targets[i]) for i in entry["dead"])
+            # Saved per shard, and restored so: another shard may hold the same target alive (added
+            # again after its removal).
+            if entry["dead"]:
+                buried[sh] = frozenset(int(sh.targets[i]) for i in entry["dead"])
             w, _ = sh.postings()
             np.add.at(index._df, w.astype(np.int64), 1)
         index._shards = tuple(shards)
-        index._dead = frozenset(dead)
+        index._buried = buried
         index._docs = sum(sh.size for sh in shards)
         return index
 
 
+def _top(scores: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` best docs by score, ties going to the lower target id as in the final ranking, so the
+    results do not depend on how the targets happen to be spread over shards."""
+    top = np.argpartition(-scores, k - 1)[:k]
+    cut = scores[top].min()
+    above = top[scores[top] > cut]
+    tied = np.flatnonzero(scores == cut)
+    need = k - len(above)
+    if len(tied) > need:
+        tied = tied[np.argpartition(targets[tied], need - 1)[:need]]
+    return np.concatenate([above, tied])
+
+
 def _score(shard: _Shard, qwords: np.ndarray, idf: np.ndarray) -> np.ndarray | None:
     """Per local doc: sum of idf over the query words it holds, times its norm."""
+    if len(shard.keys) == 0:  # only targets without words (blank images)
+        return None
     pos = np.searchsorted(shard.keys, qwords)
     pos = np.minimum(pos, len(shard.keys) - 1)
     present = shard.keys[pos] == qwords
