@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import os
 import threading
 
+import faiss
 import numpy as np
+import pytest
 
 from imagecloud.index.binary import BinaryVotingIndex, IndexSettings
 
@@ -60,7 +63,7 @@ class TestShortlist:
 
 
 class TestApproximateSegments:
-    """Small thresholds force merges and IVF rebuilds so those paths run in a fast test."""
+    """Small thresholds force merges and IVF builds so those paths run in a fast test."""
 
     settings = IndexSettings(
         ivf_min_rows=3000,
@@ -132,3 +135,119 @@ class TestConcurrency:
         assert not errors
         assert index.shortlist(_descriptors(158), [1], 1) == []
         assert index.shortlist(_descriptors(159), [1], 1)[0].entry == 159
+
+
+def _flipped(desc: np.ndarray, bits: int) -> np.ndarray:
+    """``desc`` with exactly ``bits`` distinct bits flipped in every row: at that Hamming distance from it."""
+    out = desc.copy()
+    for row in out:
+        for b in range(bits):
+            row[b] ^= np.uint8(1)
+    return out
+
+
+class TestSegmentPolicy:
+    """Upkeep work per add stays bounded in a large scope, and segmentation never changes the votes."""
+
+    settings = IndexSettings(
+        ivf_min_rows=3000,
+        flat_max_rows=1000,
+        max_small_segments=3,
+        merge_factor=2,
+        max_lists=64,
+        nprobe=64,  # every list probed: the IVF segments answer exactly, so votes can be compared exactly
+    )
+
+    def test_adds_into_a_big_scope_never_rebuild_its_big_segment(self) -> None:
+        index = BinaryVotingIndex(self.settings)
+        index.load((1, e, _descriptors(e)) for e in range(200))  # 60,000 rows in one trained IVF segment
+        [big] = index.segments(1)
+        assert big.approximate and big.rows == 60_000
+        added = 0
+        for e in range(1000, 1040):
+            index.add(1, e, _descriptors(e))
+            added += 300
+        index.wait_idle()
+        segments = index.segments(1)
+        assert big in segments  # the very same segment, untouched
+        exact, approximate, entries = index.segment_rows(1)
+        assert (exact + approximate, entries) == (72_000, 240)
+        assert exact < self.settings.flat_max_rows  # the adds were sealed (and merged) beside it
+        # Sealing writes each new row once and each merge level once more: with 12,000 new rows in classes
+        # of 1,000 x 2^n that is at most 1 + log2(12) writes per row, far below one rebuild of the scope.
+        assert 0 < index.rows_built <= added * 5
+        for e in (5, 1001, 1039):
+            assert index.shortlist(_noisy(_descriptors(e), 3), [1], 1)[0].entry == e
+
+    def test_votes_do_not_depend_on_segmentation(self) -> None:
+        """Near copies of one set of descriptors, added far apart, land in different segments; each query
+        descriptor must still vote for its 3 nearest rows of the whole scope, not 3 per segment."""
+        index = BinaryVotingIndex(IndexSettings(**{**vars(self.settings), "retrain_growth": 100.0}))
+        base = _descriptors(7777)
+        copies = [_flipped(base, 2 * j + 1) for j in range(5)]  # at distance 1, 3, 5, 7, 9 from base
+        added: list[int] = []
+        segment_counts = []
+        for e in range(80):
+            if e % 16 == 3:
+                added.append(5000 + len(added))
+                index.add(1, added[-1], copies[len(added) - 1])
+            index.add(1, e, _descriptors(e))
+            if e % 8 == 7:
+                # The same votes at every moment, whatever the background jobs are doing ...
+                expected = [(c, 300.0) for c in added[:3]]
+                assert [(c.entry, c.votes) for c in index.shortlist(base, [1], 10)] == expected
+                index.wait_idle()
+                # ... and once they are done.
+                assert [(c.entry, c.votes) for c in index.shortlist(base, [1], 10)] == expected
+                segment_counts.append(len(index.segments(1)))
+        assert max(segment_counts) >= 3
+        # A removed row gives its place to the next nearest live one instead of leaving it empty.
+        index.remove(1, 5001)
+        assert [c.entry for c in index.shortlist(base, [1], 10)] == [5000, 5002, 5003]
+
+    def test_removed_rows_are_compacted_away(self) -> None:
+        index = BinaryVotingIndex(self.settings)
+        index.load((1, e, _descriptors(e)) for e in range(40))
+        [big] = index.segments(1)
+        for e in range(0, 40, 3):
+            index.remove(1, e)
+            index.wait_idle()
+        [compacted] = index.segments(1)
+        assert compacted != big
+        # Rewritten once the 10th removal made a quarter of it dead; the 4 later removals are tombstones.
+        assert compacted.rows == 30 * 300
+        assert index.shortlist(_descriptors(3), [1], 5) == []
+        assert index.shortlist(_noisy(_descriptors(4), 1), [1], 1)[0].entry == 4
+
+    def test_quantizer_is_retrained_once_the_scope_has_grown(self) -> None:
+        index = BinaryVotingIndex(IndexSettings(**{**vars(self.settings), "retrain_growth": 2.0}))
+        index.load((1, e, _descriptors(e)) for e in range(10))  # 3,000 rows: trained on these
+        [first] = index.segments(1)
+        for e in range(10, 21):  # 6,300 rows: past twice the rows the quantizer was trained on
+            index.add(1, e, _descriptors(e))
+        index.wait_idle()
+        segments = index.segments(1)
+        assert first not in segments
+        assert max(s.rows for s in segments) >= 6_000  # one new segment over the whole scope
+        assert index.shortlist(_noisy(_descriptors(2), 1), [1], 1)[0].entry == 2
+        assert index.shortlist(_noisy(_descriptors(20), 1), [1], 1)[0].entry == 20
+
+
+class TestThreads:
+    @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="FAISS uses one thread anyway on one core")
+    def test_faiss_runs_single_threaded_in_any_calling_thread(self) -> None:
+        """OpenMP's thread count is per calling thread; worker threads must get one thread too."""
+        index = BinaryVotingIndex()
+        index.add(1, 1, _descriptors(1))
+        seen: list[int] = []
+
+        def worker() -> None:
+            seen.append(faiss.omp_get_max_threads())
+            index.ballot(_descriptors(1), [1])
+            seen.append(faiss.omp_get_max_threads())
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        assert seen[0] > 1  # a fresh thread starts with OpenMP's default, one per core
+        assert seen[1] == 1

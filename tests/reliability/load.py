@@ -103,6 +103,12 @@ def enrol(data_dir: Path, targets: int, workers: int = 2, *, rated: bool = True)
             )
         )
     missing = [n for n in range(targets) if _identifier(n) not in have]
+    # Targets added by an earlier run's AddImage traffic are removed, so every run starts from the same
+    # channel and the server's memory at start and end can be compared between runs.
+    leftovers = sorted(have - {_identifier(n) for n in range(targets)})
+    for identifier in leftovers:
+        service.remove_image(USER, key, CHANNEL, identifier)
+    have -= set(leftovers)
     done = 0
     lock = threading.Lock()
     extractor = FeatureExtractor(service.recognizer.settings.features)
@@ -126,7 +132,8 @@ def enrol(data_dir: Path, targets: int, workers: int = 2, *, rated: bool = True)
         list(pool.map(add, missing))
     service.db.dispose()
     how = "AddImage (service)" if rated else "seeded: file + row + features, no rating"
-    return key, f"{len(have)} present before this run, {len(missing)} added now ({how})"
+    removed = f", {len(leftovers)} left by earlier runs removed" if leftovers else ""
+    return key, f"{len(have)} present before this run, {len(missing)} added now ({how}){removed}"
 
 
 def _rss_mib(pid: int) -> float:

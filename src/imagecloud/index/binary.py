@@ -9,26 +9,83 @@ Concurrency model (why there is no global lock held during a search):
 * ``add`` puts a target into its own small exact (flat) segment; small segments are merged when
   there are too many of them. ``remove`` only adds a tombstone, which every search filters, so a
   removed entry cannot be returned once ``remove`` has returned.
-* When the exact segments hold too many rows to scan quickly, a background thread rebuilds one
-  inverted-file (IVF) segment from the live rows and swaps it in; tombstones and adds that happened
-  meanwhile stay valid because entries are never reused.
+* Heavier upkeep runs in one background job per scope, which builds a segment from rows of the current
+  snapshot without any lock and then swaps it in place of the segments it replaces; tombstones and adds
+  that happened meanwhile stay valid because entries are never reused.
+
+Segment policy (why upkeep costs little per add, however large the scope):
+
+* Once a scope holds ``ivf_min_rows`` rows, a job trains a coarse quantizer (k-means centroids) and builds
+  one inverted-file (IVF) segment over all of it. The quantizer is kept and shared by every later IVF
+  segment of the scope.
+* Exact rows beyond ``flat_max_rows`` are *sealed* into a new IVF segment of their own, built with the
+  shared quantizer: no training, and work proportional to the new rows only. Large segments are never
+  rebuilt because small ones arrived.
+* IVF segments of similar size (the same power of ``merge_factor`` times ``flat_max_rows``) are merged
+  once ``merge_factor`` of them exist, as in a log-structured merge: a row is rewritten O(log n) times
+  over its life, and the segment count stays logarithmic. A segment of which ``compact_dead_fraction``
+  was removed is rewritten without the dead rows, so replaced and removed targets do not keep memory.
+* Only when the scope has grown ``retrain_growth`` times beyond what the quantizer was trained on is the
+  whole scope rebuilt with a fresh quantizer (the centroids would no longer partition it evenly); that
+  is O(n) work every time n is multiplied by ``retrain_growth``, i.e. O(1) per added row.
+* Because the IVF segments share one quantizer, a search assigns each query descriptor to its lists once
+  and scans those lists in every segment; the k nearest rows are then taken over all segments of the
+  scope, so the votes do not depend on how the rows happen to be split into segments.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import itertools
 import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
 
 BITS = 256
+_FAR = np.int32(BITS + 1)  # distance given to "no neighbour" slots: beyond any real one
 
-# Parallelism comes from the service's worker pool. FAISS's own OpenMP threads busy-wait when the cores are
-# already busy, which was measured to make an IVF build ~80x slower (6.8 s instead of 0.09 s) on 2 cores.
-faiss.omp_set_num_threads(1)
+
+def _one_faiss_thread() -> None:
+    """Keep FAISS single-threaded in the calling thread.
+
+    Parallelism comes from the service's worker pool. FAISS's OpenMP threads busy-wait when the cores are
+    already busy, which was measured to make an IVF build ~80x slower (6.8 s instead of 0.09 s) on 2
+    cores. The OpenMP thread count is a per-thread setting, so setting it once at import covers only the
+    importing thread: an IVF build in a background thread took 32.6 s with the default and 10.3 s with
+    this call (2,000 targets, 2 cores, nothing else running). Hence it is called by every thread that is
+    about to use FAISS; it only sets a thread-local value.
+    """
+    faiss.omp_set_num_threads(1)
+
+
+_one_faiss_thread()
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return None
+    trim: Callable[[int], int] | None = getattr(ctypes.CDLL(libc_name), "malloc_trim", None)  # glibc only
+    return trim
+
+
+_malloc_trim = _find_malloc_trim()
+
+
+def _return_freed_memory() -> None:
+    """Give memory freed after a whole-scope build back to the operating system.
+
+    glibc keeps freed heap memory for reuse, and a build leaves a lot of it (the stacked rows, the feature
+    blobs read from the database at start): measured on a 10,000-target channel, the server held 60 MiB
+    more after start-up than after this call. Only called after such builds, which are rare.
+    """
+    if _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 @dataclass(frozen=True)
@@ -36,8 +93,18 @@ class IndexSettings:
     neighbours: int = 3  # k nearest stored descriptors per query descriptor (more k = more noise votes)
     max_distance: int = 56  # a neighbour further than this (of 256 bits) casts no vote
     ivf_min_rows: int = 60_000  # below this an exact scan is cheap enough
-    flat_max_rows: int = 40_000  # exact rows tolerated next to an IVF segment before rebuilding
+    # Exact rows tolerated next to IVF segments before they are sealed into one. An exact scan is dear: next
+    # to a 4M-row IVF segment, 39k exact rows made a 1,000-descriptor ballot 69% slower (204 vs 121 ms) and
+    # 9k rows 7%, while sealing costs only the assignment of the new rows to the existing lists.
+    flat_max_rows: int = 10_000
     max_small_segments: int = 16  # merge per-add segments beyond this
+    # IVF segments of one size class merged together; the size classes are flat_max_rows times its powers.
+    merge_factor: int = 4
+    # A segment of which this share of rows belongs to removed entries is rewritten without them.
+    compact_dead_fraction: float = 0.25
+    # The quantizer is retrained (and the scope rebuilt) once the scope holds this many times the rows it
+    # was trained on, so its lists stay evenly filled as a channel grows from its first targets.
+    retrain_growth: float = 4.0
     # Lists scanned per query descriptor; cost is linear in it. 8 lost up to 3 points of recall on the
     # development photos depending on how k-means happened to partition the enrolled set; 12 and 16 did
     # not, and 12 kept the real-photo p50 at 54 ms where 16 took 65 ms (1,071 targets, same machine).
@@ -82,22 +149,56 @@ class Ballot:
 
 
 @dataclass(frozen=True, eq=False)
+class _Coarse:
+    """A scope's trained coarse quantizer, shared by all its IVF segments; read-only once published."""
+
+    quantizer: faiss.IndexBinaryFlat  # the nlist centroids; kept here since FAISS does not own it from Python
+    nlist: int
+    nprobe: int
+    trained_rows: int  # live rows of the scope when it was trained
+
+
+_serials = itertools.count(1)
+
+
+@dataclass(frozen=True, eq=False)
 class _Segment:
     index: object  # faiss.IndexBinary (flat or IVF); read-only once published
-    entries: np.ndarray  # int64 per row
-    rows_by_entry: dict[int, tuple[int, int]] = field(default_factory=dict)  # entry -> (start, stop)
-    approximate: bool = False
-    keepalive: object = None  # the IVF's coarse quantizer, which FAISS does not own from Python
+    rows: int
+    rows_by_entry: dict[int, tuple[int, int]]  # entry -> (start, stop)
+    # Flat segments: the entry of each row (FAISS labels are row numbers). IVF segments store the entry as
+    # the FAISS id instead, which saves these 8 bytes per row on the large segments.
+    entries: np.ndarray | None = None
+    coarse: _Coarse | None = None  # set on IVF segments
+    serial: int = field(default_factory=lambda: next(_serials))  # tells rebuilt segments from kept ones
 
     @property
-    def rows(self) -> int:
-        return int(self.entries.shape[0])
+    def approximate(self) -> bool:
+        return self.coarse is not None
 
 
 @dataclass(frozen=True)
 class _Snapshot:
     segments: tuple[_Segment, ...] = ()
     dead: frozenset[int] = frozenset()
+    coarse: _Coarse | None = None  # the quantizer new IVF segments of the scope are built with
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """One segment of a scope, for tests, benchmarks and diagnostics."""
+
+    serial: int  # unique per built segment: equal serials mean the same, untouched segment
+    rows: int
+    approximate: bool
+
+
+@dataclass(frozen=True, eq=False)
+class _Job:
+    """Background upkeep: replace ``inputs`` by one segment built from their live rows."""
+
+    kind: str  # "train" (new quantizer, whole scope), "seal", "merge" or "compact"
+    inputs: tuple[_Segment, ...]
 
 
 class BinaryVotingIndex:
@@ -105,12 +206,13 @@ class BinaryVotingIndex:
 
     def __init__(self, settings: IndexSettings | None = None) -> None:
         self.settings = settings or IndexSettings()
-        self._swap = threading.Lock()  # guards the snapshot dict; held only for reference swaps
+        self._swap = threading.Lock()  # guards the dicts below; held only for reference swaps
         self._writers: dict[int, threading.Lock] = {}  # serialises writers of one scope
         self._snapshots: dict[int, _Snapshot] = {}
-        self._rebuilding: set[int] = set()
+        self._jobs: dict[int, _Job] = {}  # the running background job per scope
         self._threads: list[threading.Thread] = []
         self._descriptors: dict[int, tuple[int, np.ndarray]] = {}  # entry -> (scope, descriptors)
+        self._rows_built = 0
 
     # ----------------------------------------------------------------------------- writers
     def _writer(self, scope: int) -> threading.Lock:
@@ -121,21 +223,25 @@ class BinaryVotingIndex:
             return lock
 
     def add(self, scope: int, entry: int, descriptors: np.ndarray) -> None:
+        _one_faiss_thread()
         desc = np.ascontiguousarray(descriptors, dtype=np.uint8)
         segment = _flat_segment([(entry, desc)])
         with self._writer(scope):
             with self._swap:
                 self._descriptors[entry] = (scope, desc)
                 snap = self._snapshots.get(scope, _Snapshot())
-                self._snapshots[scope] = _Snapshot((*snap.segments, segment), snap.dead)
+                self._snapshots[scope] = _Snapshot((*snap.segments, segment), snap.dead, snap.coarse)
             self._maintain(scope)
 
     def remove(self, scope: int, entry: int) -> None:
-        with self._writer(scope), self._swap:
-            self._descriptors.pop(entry, None)
-            snap = self._snapshots.get(scope)
+        with self._writer(scope):
+            with self._swap:
+                self._descriptors.pop(entry, None)
+                snap = self._snapshots.get(scope)
+                if snap is not None:
+                    self._snapshots[scope] = _Snapshot(snap.segments, snap.dead | {entry}, snap.coarse)
             if snap is not None:
-                self._snapshots[scope] = _Snapshot(snap.segments, snap.dead | {entry})
+                self._maintain(scope)  # enough removals make a segment worth compacting
 
     def drop_scope(self, scope: int) -> None:
         with self._writer(scope), self._swap:
@@ -147,6 +253,7 @@ class BinaryVotingIndex:
 
     def load(self, items: Iterable[tuple[int, int, np.ndarray]]) -> None:
         """Bulk insert; builds one segment per scope directly instead of many small ones."""
+        _one_faiss_thread()
         by_scope: dict[int, list[tuple[int, np.ndarray]]] = {}
         for scope, entry, desc in items:
             by_scope.setdefault(scope, []).append((entry, np.ascontiguousarray(desc, dtype=np.uint8)))
@@ -156,109 +263,153 @@ class BinaryVotingIndex:
                     for entry, desc in rows:
                         self._descriptors[entry] = (scope, desc)
                     snap = self._snapshots.get(scope, _Snapshot())
-                    live = self._live_rows(snap)
-                total = sum(len(d) for _, d in live) + sum(len(d) for _, d in rows)
-                segment = self._build(live + rows, approximate=total >= self.settings.ivf_min_rows)
+                    live = self._live_rows(snap.segments, snap.dead)
+                everything = live + rows
+                total = sum(len(d) for _, d in everything)
+                coarse = self._train(everything) if total >= self.settings.ivf_min_rows else None
+                segment = (
+                    _ivf_segment(everything, coarse) if coarse is not None else _flat_segment(everything)
+                )
                 with self._swap:
-                    self._snapshots[scope] = _Snapshot((segment,), frozenset())
+                    # Replaces every segment, so a job still running for the scope finds its inputs gone
+                    # and drops its result (see _finish).
+                    self._snapshots[scope] = _Snapshot((segment,), frozenset(), coarse)
+        _return_freed_memory()
 
-    def _live_rows(self, snap: _Snapshot) -> list[tuple[int, np.ndarray]]:
+    def _live_rows(self, segments: Iterable[_Segment], dead: frozenset[int]) -> list[tuple[int, np.ndarray]]:
+        """Called with ``_swap`` held: the descriptors of the entries in ``segments`` that are alive."""
         out = []
-        for seg in snap.segments:
+        for seg in segments:
             for e in seg.rows_by_entry:
-                if e not in snap.dead and e in self._descriptors:
+                if e not in dead and e in self._descriptors:
                     out.append((e, self._descriptors[e][1]))
         return out
 
     def _maintain(self, scope: int) -> None:
-        """Called with the scope's writer lock held: keep the number and size of exact segments small."""
+        """Called with the scope's writer lock held: keep segments few and start background upkeep."""
         s = self.settings
-        snap = self._snapshots[scope]
-        small = [seg for seg in snap.segments if not seg.approximate]
-        flat_rows = sum(seg.rows for seg in small)
-        big = [seg for seg in snap.segments if seg.approximate]
-        if flat_rows >= (s.flat_max_rows if big else s.ivf_min_rows) and scope not in self._rebuilding:
-            self._rebuilding.add(scope)
-            thread = threading.Thread(
-                target=self._rebuild, args=(scope,), daemon=True, name=f"index-rebuild-{scope}"
-            )
-            with self._swap:
-                self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-            thread.start()
+        with self._swap:
+            snap = self._snapshots.get(scope)
+            busy = self._jobs.get(scope)
+        if snap is None:
+            return
+        claimed = busy.inputs if busy is not None else ()
+        small = [seg for seg in snap.segments if not seg.approximate and seg not in claimed]
         if len(small) > s.max_small_segments:
             with self._swap:
-                rows = [
-                    (e, self._descriptors[e][1])
-                    for seg in small
-                    for e in seg.rows_by_entry
-                    if e not in snap.dead and e in self._descriptors
-                ]
+                rows = self._live_rows(small, snap.dead)
             merged = _flat_segment(rows)
             with self._swap:
                 current = self._snapshots[scope]
                 segments = (*(seg for seg in current.segments if seg not in small), merged)
-                self._snapshots[scope] = _Snapshot(segments, _still_present(current.dead, segments))
+                snap = self._snapshots[scope] = _Snapshot(
+                    segments, _still_present(current.dead, segments), current.coarse
+                )
+        if busy is not None:
+            return  # one job per scope; the running one calls this again when it is done
+        job = self._plan(snap)
+        if job is None:
+            return
+        thread = threading.Thread(target=self._run, args=(scope, job), daemon=True, name=f"index-{job.kind}")
+        with self._swap:
+            self._jobs[scope] = job
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
 
-    def _rebuild(self, scope: int) -> None:
-        swapped = False
+    def _plan(self, snap: _Snapshot) -> _Job | None:
+        """The most useful upkeep for this snapshot, if any."""
+        s = self.settings
+        flat = tuple(seg for seg in snap.segments if not seg.approximate)
+        ivf = [seg for seg in snap.segments if seg.approximate]
+        flat_rows = sum(seg.rows for seg in flat)
+        dead_rows = {seg.serial: _dead_rows(seg, snap.dead) for seg in snap.segments}
+        live = sum(seg.rows for seg in snap.segments) - sum(dead_rows.values())
+        if snap.coarse is None:
+            return _Job("train", snap.segments) if flat_rows >= s.ivf_min_rows else None
+        if live >= s.retrain_growth * snap.coarse.trained_rows:
+            return _Job("train", snap.segments)
+        if flat_rows >= s.flat_max_rows:
+            return _Job("seal", flat)
+        by_class: dict[int, list[_Segment]] = {}
+        for seg in ivf:
+            by_class.setdefault(self._size_class(seg.rows - dead_rows[seg.serial]), []).append(seg)
+        for size_class in sorted(by_class):
+            if len(by_class[size_class]) >= s.merge_factor:
+                return _Job("merge", tuple(by_class[size_class]))
+        for seg in ivf:
+            if dead_rows[seg.serial] > 0 and dead_rows[seg.serial] >= s.compact_dead_fraction * seg.rows:
+                return _Job("compact", (seg,))
+        return None
+
+    def _size_class(self, rows: int) -> int:
+        s = self.settings
+        return int(math.log(max(rows, s.flat_max_rows) / s.flat_max_rows, s.merge_factor))
+
+    def _run(self, scope: int, job: _Job) -> None:
+        _one_faiss_thread()
         try:
             with self._swap:
                 snap = self._snapshots.get(scope)
-                if snap is None:
-                    return
-                rows = self._live_rows(snap)
-            segment = self._build(rows, approximate=True)  # slow part: no lock held
+                rows = self._live_rows(job.inputs, snap.dead) if snap is not None else []
+                coarse = snap.coarse if snap is not None else None
+            built: _Segment | None = None
+            if snap is not None and rows:
+                # The slow part, with no lock held.
+                if job.kind == "train":
+                    coarse = self._train(rows)
+                assert coarse is not None
+                built = _ivf_segment(rows, coarse)
             with self._writer(scope):
+                self._finish(scope, job, built, coarse)
                 with self._swap:
-                    current = self._snapshots.get(scope)
-                if current is None:
-                    return
-                # Segments merged while the rebuild ran may repeat rows the new IVF already holds; keep
-                # only the rows it does not cover, or the exact part would keep growing.
-                covered = segment.rows_by_entry
-                with self._swap:
-                    pending = [
-                        (e, self._descriptors[e][1])
-                        for seg in current.segments
-                        if seg not in snap.segments
-                        for e in seg.rows_by_entry
-                        if e not in covered and e not in current.dead and e in self._descriptors
-                    ]
-                segments = (segment, _flat_segment(pending)) if pending else (segment,)
-                with self._swap:
-                    self._snapshots[scope] = _Snapshot(segments, _still_present(current.dead, segments))
-                    self._rebuilding.discard(scope)
-                    swapped = True
-                # Adds that piled up during a long rebuild may already call for the next one.
+                    self._jobs.pop(scope, None)
+                # Adds that piled up while the job ran may already call for the next one.
                 self._maintain(scope)
+            if job.kind == "train":
+                _return_freed_memory()
         finally:
-            if not swapped:
-                with self._swap:
-                    self._rebuilding.discard(scope)
+            with self._swap:
+                if self._jobs.get(scope) is job:
+                    self._jobs.pop(scope)
 
-    def _build(self, rows: list[tuple[int, np.ndarray]], *, approximate: bool) -> _Segment:
-        if not approximate:
-            return _flat_segment(rows)
+    def _finish(self, scope: int, job: _Job, built: _Segment | None, coarse: _Coarse | None) -> None:
+        """Called with the writer lock held: swap ``built`` in for the job's inputs."""
+        with self._swap:
+            current = self._snapshots.get(scope)
+            if current is None or any(seg not in current.segments for seg in job.inputs):
+                return  # the scope was dropped or reloaded meanwhile: the result is stale
+            kept = tuple(seg for seg in current.segments if seg not in job.inputs)
+            segments = kept if built is None else (built, *kept)
+            if job.kind != "train":
+                coarse = current.coarse
+            self._snapshots[scope] = _Snapshot(segments, _still_present(current.dead, segments), coarse)
+            self._rows_built += built.rows if built is not None else 0
+
+    def _train(self, rows: list[tuple[int, np.ndarray]]) -> _Coarse:
         s = self.settings
-        data, entries, ranges = _stack(rows)
-        nlist = int(min(s.max_lists, max(64, 2 ** round(math.log2(max(1.0, 4 * math.sqrt(len(data))))))))
-        quantizer = faiss.IndexBinaryFlat(BITS)
-        ivf = faiss.IndexBinaryIVF(quantizer, BITS, nlist)
-        rng = np.random.default_rng(0)
-        sample = (
-            data
-            if len(data) <= nlist * s.train_per_list
-            else data[rng.choice(len(data), nlist * s.train_per_list, replace=False)]
+        total = sum(len(d) for _, d in rows)
+        nlist = int(min(s.max_lists, max(64, 2 ** round(math.log2(max(1.0, 4 * math.sqrt(total)))))))
+        wanted = nlist * s.train_per_list
+        # The sample is drawn by row number, so only the sampled rows are copied, not the whole scope.
+        offsets = np.cumsum([0] + [len(d) for _, d in rows])
+        picks = (
+            np.arange(total)
+            if total <= wanted
+            else np.sort(np.random.default_rng(0).choice(total, wanted, replace=False))
         )
-        ivf.train(sample)
-        ivf.add(data)
-        ivf.nprobe = s.nprobe
-        return _Segment(ivf, entries, ranges, approximate=True, keepalive=quantizer)
+        owner = np.searchsorted(offsets, picks, side="right") - 1
+        sample = np.stack(
+            [rows[o][1][p - offsets[o]] for o, p in zip(owner.tolist(), picks.tolist(), strict=True)]
+        )
+        quantizer = faiss.IndexBinaryFlat(BITS)
+        trainer = faiss.IndexBinaryIVF(quantizer, BITS, nlist)
+        trainer.train(np.ascontiguousarray(sample, dtype=np.uint8))
+        return _Coarse(quantizer, nlist, min(s.nprobe, nlist), total)
 
     def wait_idle(self, timeout: float | None = None) -> None:
-        """Block until background rebuilds finish (for tests, benchmarks and orderly shutdown).
+        """Block until background jobs finish (for tests, benchmarks and orderly shutdown).
 
-        A finished rebuild may start the next one, so this waits until no rebuild thread is alive.
+        A finished job may start the next one, so this waits until no job thread is alive.
         """
         while True:
             with self._swap:
@@ -279,6 +430,18 @@ class BinaryVotingIndex:
         entries = {e for seg in snap.segments for e in seg.rows_by_entry}
         return exact, approximate, len(entries)
 
+    def segments(self, scope: int) -> list[SegmentInfo]:
+        """The segments of a scope's current snapshot."""
+        with self._swap:
+            snap = self._snapshots.get(scope, _Snapshot())
+        return [SegmentInfo(seg.serial, seg.rows, seg.approximate) for seg in snap.segments]
+
+    @property
+    def rows_built(self) -> int:
+        """Rows written into IVF segments by background jobs so far: the upkeep work done."""
+        with self._swap:
+            return self._rows_built
+
     # ----------------------------------------------------------------------------- readers
     def shortlist(self, descriptors: np.ndarray, scopes: Sequence[int], limit: int) -> list[Candidate]:
         """Entries ranked by how many query descriptors have them among their near neighbours."""
@@ -290,6 +453,7 @@ class BinaryVotingIndex:
         Ballots of disjoint descriptor subsets of one photo add up to the ballot of the whole photo, so a
         search can vote with a few descriptors first and only pay for the rest when it has to.
         """
+        _one_faiss_thread()
         s = self.settings
         query = np.ascontiguousarray(descriptors, dtype=np.uint8)
         if len(query) == 0:
@@ -300,21 +464,14 @@ class BinaryVotingIndex:
         es: list[np.ndarray] = []
         scope_of: dict[int, int] = {}
         for scope, snap in snaps:
-            for seg in snap.segments:
-                if seg.rows == 0:
-                    continue
-                k = min(s.neighbours, seg.rows)
-                dist, lab = seg.index.search(query, k)  # type: ignore[attr-defined]
-                ok = (lab >= 0) & (dist <= s.max_distance)
-                qi = np.nonzero(ok)[0]
-                ent = seg.entries[lab[ok]]
-                if snap.dead:
-                    alive = ~np.isin(ent, np.fromiter(snap.dead, np.int64, len(snap.dead)))
-                    qi, ent = qi[alive], ent[alive]
-                qs.append(qi)
-                es.append(ent)
-                for e in np.unique(ent).tolist():
-                    scope_of[e] = scope
+            dist, ent = _nearest(query, snap, s.neighbours)
+            ok = (ent >= 0) & (dist <= s.max_distance)
+            qi = np.nonzero(ok)[0]
+            ent = ent[ok]
+            qs.append(qi)
+            es.append(ent)
+            for e in np.unique(ent).tolist():
+                scope_of[e] = scope
         if not qs:
             return Ballot()
         qi = np.concatenate(qs)
@@ -332,14 +489,62 @@ class BinaryVotingIndex:
             return len(self._descriptors)
 
     def memory_bytes(self) -> int:
-        """Approximate RAM held by stored descriptors and index codes."""
+        """Approximate RAM held by index codes and row maps (the descriptors belong to the caller)."""
         with self._swap:
             snaps = list(self._snapshots.values())
-        total = 0
-        for snap in snaps:
-            for seg in snap.segments:
-                total += seg.rows * (BITS // 8 + 8) * (2 if seg.approximate else 1)
-        return total
+        return sum(seg.rows * (BITS // 8 + 8) for snap in snaps for seg in snap.segments)
+
+
+def _nearest(query: np.ndarray, snap: _Snapshot, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distances and live entries of each query descriptor's ``k`` nearest rows over all segments.
+
+    Entry -1 marks an empty slot. The k are chosen over the whole scope, so the answer is the same however
+    the rows are split into segments, and removed entries are dropped before they are chosen.
+    """
+    n = len(query)
+    dead = np.fromiter(snap.dead, np.int64, len(snap.dead)) if snap.dead else None
+    assigned: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per quantizer: (distances, lists)
+    dists: list[np.ndarray] = []
+    ents: list[np.ndarray] = []
+    for seg in snap.segments:
+        if seg.rows == 0:
+            continue
+        # Removed rows are only dropped after FAISS has chosen a segment's nearest rows; asking for more than
+        # k while tombstones exist lets up to k removed rows give their places to the next live ones.
+        kk = min(2 * k if dead is not None else k, seg.rows)
+        if seg.coarse is not None:
+            key = id(seg.coarse)
+            if key not in assigned:
+                assigned[key] = seg.coarse.quantizer.search(query, seg.coarse.nprobe)
+            dq, lq = assigned[key]
+            dist, ent = seg.index.search_preassigned(query, kk, lq, dq)  # type: ignore[attr-defined]
+        else:
+            assert seg.entries is not None
+            dist, lab = seg.index.search(query, kk)  # type: ignore[attr-defined]
+            ent = np.where(lab >= 0, seg.entries[np.maximum(lab, 0)], -1)
+        if dead is not None:
+            ent = np.where(np.isin(ent, dead), -1, ent)
+        dists.append(np.where(ent >= 0, dist, _FAR))
+        ents.append(ent)
+    if not dists:
+        return np.full((n, 0), _FAR, np.int32), np.full((n, 0), -1, np.int64)
+    dist = np.concatenate(dists, axis=1)
+    ent = np.concatenate(ents, axis=1)
+    if dist.shape[1] > k:
+        # Stable, so equally near rows keep segment order, as a single segment would keep row order.
+        order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        dist = np.take_along_axis(dist, order, axis=1)
+        ent = np.take_along_axis(ent, order, axis=1)
+    return dist, ent
+
+
+def _dead_rows(seg: _Segment, dead: frozenset[int]) -> int:
+    total = 0
+    for e in dead:
+        span = seg.rows_by_entry.get(e)
+        if span is not None:
+            total += span[1] - span[0]
+    return total
 
 
 def _still_present(dead: frozenset[int], segments: tuple[_Segment, ...]) -> frozenset[int]:
@@ -367,4 +572,25 @@ def _flat_segment(rows: list[tuple[int, np.ndarray]]) -> _Segment:
     index = faiss.IndexBinaryFlat(BITS)
     if len(data):
         index.add(data)
-    return _Segment(index, entries, ranges)
+    return _Segment(index, len(entries), ranges, entries=entries)
+
+
+def _ivf_segment(rows: list[tuple[int, np.ndarray]], coarse: _Coarse) -> _Segment:
+    """An IVF segment over ``rows`` with an already trained quantizer: assignment only, no k-means."""
+    ivf = faiss.IndexBinaryIVF(coarse.quantizer, BITS, coarse.nlist)
+    ivf.nprobe = coarse.nprobe
+    ranges: dict[int, tuple[int, int]] = {}
+    start = 0
+    # Added a few targets at a time: the rows are never all stacked into one more copy.
+    for chunk in _batched(rows, 64):
+        data, entries, spans = _stack(chunk)
+        ivf.add_with_ids(data, entries)
+        for e, (a, b) in spans.items():
+            ranges[e] = (start + a, start + b)
+        start += len(entries)
+    return _Segment(ivf, start, ranges, coarse=coarse)
+
+
+def _batched(rows: list[tuple[int, np.ndarray]], size: int) -> Iterable[list[tuple[int, np.ndarray]]]:
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
