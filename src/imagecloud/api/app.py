@@ -17,6 +17,7 @@ from imagecloud.api.limits import BODY_TIMEOUT, TOO_LARGE_BODY, BodySizeLimit, B
 from imagecloud.api.logs import RequestContext
 from imagecloud.api.metrics import CONTENT_TYPE, Metrics
 from imagecloud.api.openapi import describe_form_endpoints
+from imagecloud.service.ratelimit import RateLimiter
 from imagecloud.service.service import Service
 from imagecloud.storage.blobs import is_blob_key
 
@@ -42,6 +43,10 @@ def create_app(service: Service) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    settings = service.settings
+    app.state.anonymous_limiter = RateLimiter(
+        settings.anonymous_rate_limit_per_second, settings.anonymous_rate_limit_burst
+    )
 
     def admission() -> VisionAdmission | None:
         # Made in the lifespan (it needs the event loop); a scrape before that sees an empty queue.

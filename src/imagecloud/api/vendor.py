@@ -23,6 +23,7 @@ from imagecloud.api.logs import current_request
 from imagecloud.api.metrics import Metrics
 from imagecloud.api.responses import failure, success
 from imagecloud.errors import ImageCloudError, SystemBusy
+from imagecloud.service.ratelimit import RateLimiter, address_key
 from imagecloud.service.service import Service
 
 log = logging.getLogger(__name__)
@@ -160,10 +161,16 @@ async def get_images(request: Request, service: Service, form: Form) -> dict[str
 
 @vendor_endpoint("/GetImage", multipart_only=False)
 async def get_image(request: Request, service: Service, form: Form) -> dict[str, Any]:
+    username, secretkey = form.get("username"), form.get("secretkey")
+    if not (username or secretkey):
+        # Without credentials (the service's own test for them) there is no user to charge, so the caller's
+        # address pays, before any database work. With credentials the per-user budget applies instead.
+        anonymous: RateLimiter = request.app.state.anonymous_limiter
+        anonymous.acquire(address_key(request.client.host if request.client else None))
     call = partial(
         service.get_image,
-        form.get("username"),
-        form.get("secretkey"),
+        username,
+        secretkey,
         form.get("channel"),
         form.get("identifier"),
     )
