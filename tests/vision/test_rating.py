@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
 import numpy as np
 import pytest
 
 from imagecloud.errors import FeatureInsufficient
 from imagecloud.service.recognizer import Recognizer
+from imagecloud.vision import rating
+from imagecloud.vision.decode import DecodedImage, decode_image
+from imagecloud.vision.features import FeatureExtractor, Features, FeatureSettings
 from imagecloud.vision.rating import LEVEL_BANDS, band
+from imagecloud.vision.simulate import simulate_view
+from imagecloud.vision.verify import match_descriptors
 from tests import imagegen
 
 
@@ -49,3 +57,140 @@ class TestBanding:
         ratios = np.linspace(0, 0.5, 26)
         levels = [band(float(r), 1000) for r in ratios]
         assert levels == sorted(levels)
+
+
+def _gray(seed: int, width: int = 480, height: int = 640) -> np.ndarray:
+    return np.asarray(cv2.cvtColor(imagegen.poster(seed, width, height), cv2.COLOR_BGR2GRAY))
+
+
+def _analysed(seed: int) -> tuple[DecodedImage, Features, FeatureExtractor]:
+    """A poster as AddImage sees it: decoded to the working size, with its stored features."""
+    extractor = FeatureExtractor()
+    img = decode_image(imagegen.encode(imagegen.poster(seed, 960, 720)), max_pixels=10**8, working_size=640)
+    return img, extractor.extract(img.gray, img.scale, img.width, img.height), extractor
+
+
+class TestViews:
+    @pytest.mark.parametrize("size", [(480, 640), (900, 700), (333, 500)])
+    def test_views_are_simulate_view_pixel_for_pixel(self, size: tuple[int, int]) -> None:
+        """Sizes in this order grow the cached noise, then reuse it for a smaller view."""
+        gray = _gray(3, *size)
+        for index, params in enumerate(rating._VIEWS):
+            reference = simulate_view(gray, params, seed=index)
+            for _ in range(2):  # the second render reads the noise from the cache
+                view = rating.render_view(gray, index)
+                assert np.array_equal(view.image, reference.image)
+                assert np.array_equal(view.homography, reference.homography)
+
+    def test_concurrent_renders_of_different_sizes(self) -> None:
+        grays = [_gray(seed, 300 + 90 * seed, 640 - 40 * seed) for seed in range(6)]
+        with ThreadPoolExecutor(4) as pool:
+            views = list(pool.map(lambda g: [rating.render_view(g, i).image for i in range(3)], grays * 3))
+        for gray, rendered in zip(grays * 3, views, strict=True):
+            for index, params in enumerate(rating._VIEWS):
+                assert np.array_equal(rendered[index], simulate_view(gray, params, seed=index).image)
+
+    def test_noise_reused_only_from_the_same_generator_state(self) -> None:
+        streams = rating._NoiseStreams()  # not the shared one: this test replaces entries on purpose
+
+        def fresh(seed: int, sigma: float, shape: tuple[int, int]) -> np.ndarray:
+            return np.random.default_rng(seed).normal(0, sigma, shape).astype(np.float32)
+
+        for seed, sigma, shape in [(0, 3.0, (20, 30)), (0, 3.0, (5, 7)), (1, 3.0, (5, 7)), (1, 4.0, (5, 7))]:
+            taken = streams.take(0, np.random.default_rng(seed), sigma, shape)
+            assert np.array_equal(taken, fresh(seed, sigma, shape))
+
+
+class TestFeatureSteps:
+    @pytest.mark.parametrize("descriptor", ["teblid", "orb"])
+    def test_detect_then_describe_is_extract(self, descriptor: str) -> None:
+        extractor = FeatureExtractor(FeatureSettings(descriptor=descriptor))
+        gray = _gray(4)
+        h, w = gray.shape
+        whole = extractor.extract(gray, 1.0, w, h)
+        parts = rating.describe_keypoints(extractor, gray, rating.detect_keypoints(extractor, gray), w, h)
+        assert len(whole) > 500
+        assert np.array_equal(parts.points, whole.points)
+        assert np.array_equal(parts.descriptors, whole.descriptors)
+
+    def test_pairs_within_finds_exactly_the_close_pairs(self) -> None:
+        rng = np.random.default_rng(7)
+        for trial in range(200):
+            a = rng.uniform(-5, 60, (int(rng.integers(1, 60)), 2))
+            b = rng.uniform(-5, 60, (int(rng.integers(1, 60)), 2))
+            if trial % 2:
+                b[::2] = np.round(b[::2] / 4) * 4  # points on the search grid's row and cell borders
+                m = min(len(a[::3]), len(b))
+                a[: 3 * m : 3] = b[:m] + np.array([4.0, 0.0])  # pairs exactly the radius apart
+            i, j = rating._pairs_within(a, b, 4.0)
+            distance = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
+            assert sorted(zip(i.tolist(), j.tolist(), strict=True)) == sorted(
+                zip(*np.nonzero(distance <= 4.0), strict=True)
+            )
+
+    @pytest.mark.parametrize("seed", [5, 6])
+    def test_candidates_keep_the_refound_features(self, seed: int) -> None:
+        """Describing only the candidates finds (almost) what describing every keypoint finds."""
+        img, features, extractor = _analysed(seed)
+        h, w = img.gray.shape
+        reference, lost, extra, candidates, keypoints_seen = 0, 0, 0, 0, 0
+        for index in range(len(rating._VIEWS)):
+            view = rating.render_view(img.gray, index)
+            expected = rating._expected(features, img.scale, view.homography, extractor.settings.scale_factor)
+            keypoints = rating.detect_keypoints(extractor, view.image)
+            every = rating.describe_keypoints(extractor, view.image, keypoints, w, h)
+            v_idx, t_idx = match_descriptors(every, features, rating._MATCH)
+            placed = np.linalg.norm(expected.points[t_idx] - every.points[v_idx], axis=1) <= 4.0
+            wanted = set(t_idx[placed].tolist())
+            found = set(rating._refound_in_view(img.gray, features, img.scale, extractor, index).tolist())
+            reference += len(wanted)
+            lost += len(wanted - found)
+            extra += len(found - wanted)
+            candidates += len(rating._candidates(keypoints, expected))
+            keypoints_seen += len(keypoints)
+        assert reference > 200
+        assert lost <= 0.02 * reference and extra <= 0.02 * reference
+        assert candidates < 0.7 * keypoints_seen  # the point of the filter: most keypoints are not described
+
+
+class TestSequentialViews:
+    def test_undecided_near_the_edges_that_apply(self) -> None:
+        assert rating._undecided(125, 1000)  # matchratio 0.125, near level 4's 0.12
+        assert not rating._undecided(150, 1000)  # 0.15: far from 0.12 and 0.18
+        assert not rating._undecided(60, 500)  # 0.12, but 500 keypoints cannot reach level 4 anyway
+        assert rating._undecided(41, 500)  # 0.082, near level 3's 0.08
+        assert rating._undecided(21, 1000)  # 0.021, near the 0.02 rejection
+        assert rating._undecided(22, 300)  # 22 per view, near the 20 re-found rejection (0.067 vs 0.0667)
+
+    @pytest.mark.parametrize("margin", [0.0, 1.0])
+    def test_third_view_exactly_when_undecided(self, monkeypatch: pytest.MonkeyPatch, margin: float) -> None:
+        img, features, extractor = _analysed(8)
+        counts = [
+            len(rating._refound_in_view(img.gray, features, img.scale, extractor, i))
+            for i in range(len(rating._VIEWS))
+        ]
+        monkeypatch.setattr(rating, "_MARGIN", margin)  # 0: never undecided, 1: always
+        ran: list[int] = []
+        original = rating._refound_in_view
+
+        def counted(*args: object) -> np.ndarray:
+            ran.append(int(args[-1]))  # type: ignore[call-overload]
+            return original(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(rating, "_refound_in_view", counted)
+        result = rating.rate(img.gray, features, img.scale, extractor)
+        two = rating._THREE_FROM_TWO * (counts[1] + counts[2]) / 2
+        refound = float(np.mean(counts)) if margin else two
+        assert ran == ([1, 2, 0] if margin else [1, 2])
+        assert result.matchratio == round(min(1.0, refound / len(features)), 4)
+        assert result.level == band(result.matchratio, len(features))
+
+    def test_self_test_runs_every_view(self) -> None:
+        img, features, extractor = _analysed(9)
+        test = rating.self_test(img.gray, features, img.scale, extractor)
+        per_view = [
+            len(rating._refound_in_view(img.gray, features, img.scale, extractor, i))
+            for i in range(len(rating._VIEWS))
+        ]
+        assert test.views == 3 and test.per_view == per_view
+        assert int(test.counts.sum()) == sum(per_view) and int(test.counts.max()) <= 3
