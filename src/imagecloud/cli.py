@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -192,6 +195,104 @@ def find(
         raise typer.Exit(code=1)
 
 
+@app.command("import")
+def import_images(
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of JPEG/PNG images: identifier = file name without suffix, metadata from NAME.json.",
+            exists=True,
+            file_okay=False,
+        ),
+    ],
+    channel: Annotated[str, typer.Option("--channel", help="Channel to enrol into (it must exist).")],
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Analysis processes (default: one per core); with --url, requests in flight (4)."
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Write every file's outcome to this file (.csv, else JSON).")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Enrol through a running server's AddImage instead of in-process.")
+    ] = None,
+    username: Annotated[str | None, typer.Option(help="With --url: the channel owner.")] = None,
+    secretkey: Annotated[str | None, typer.Option(help="With --url: that user's key.")] = None,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Enrol every image of a folder into a channel: parallel, resumable (run it again to continue after an
+    interruption), with a progress bar and the rejected files listed with their result codes."""
+    from rich.console import Console
+
+    from imagecloud import importer
+
+    # soft_wrap: a summary line stays one line in a log or a pipe, whatever the width.
+    progress, out = Console(stderr=True, soft_wrap=True), Console(highlight=False, soft_wrap=True)
+    if report is not None and not report.parent.is_dir():  # found out now, not after the whole import
+        raise typer.BadParameter(f"no folder {report.parent} for the report", param_hint="--report")
+    service: Service | None = None
+    remote: importer.RemoteChannel | None = None
+    try:
+        if url:
+            if not username or not secretkey:
+                raise typer.BadParameter("--url needs --username and --secretkey")
+            remote = importer.RemoteChannel(url, username, secretkey, channel)
+            # Sizes are the server's to limit (it answers 20006 / 20002); its other rules are checked here.
+            todo, decided = importer.scan(
+                directory, remote.identifiers(), max_bytes=None, max_metadata_bytes=2**62
+            )
+            on_server = remote
+
+            def enrol(timing: importer.Timing, stop: threading.Event) -> Iterator[importer.Outcome]:
+                return importer.enrol_remote(on_server, todo, workers or 4, timing, stop)
+
+        else:
+            settings = _settings(data_dir, config)
+            service = importer.open_service(settings)
+            local = service
+            target, present = service.import_channel(channel)
+            todo, decided = importer.scan(
+                directory,
+                present,
+                max_bytes=settings.max_add_bytes,
+                max_metadata_bytes=settings.max_metadata_bytes,
+            )
+
+            def enrol(timing: importer.Timing, stop: threading.Event) -> Iterator[importer.Outcome]:
+                count = workers or os.cpu_count() or 1
+                return importer.enrol_in_process(local, target, todo, count, timing, stop)
+
+        summary = importer.run(channel, decided, todo, enrol, progress)
+    except (importer.ImportFailed, ImageCloudError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    finally:
+        if remote is not None:
+            remote.close()
+        if service is not None:
+            service.db.dispose()
+    importer.print_summary(summary, out)
+    if report is not None:
+        importer.write_report(summary, report)
+        out.print(f"report written to {report}", markup=False)
+    if service is not None:
+        holder = importer.database_holder(service.settings.resolved_database_url)
+        if holder is not None:
+            progress.print(
+                f"warning: process {holder} opened the database during the import; if that is a server, "
+                "restart it so that it indexes the new targets",
+                markup=False,
+            )
+    if summary.error:
+        typer.echo(f"error: {summary.error}", err=True)
+        raise typer.Exit(code=1)
+    if summary.interrupted:
+        raise typer.Exit(code=130)
+
+
 @bench_app.command("recognition")
 def bench_recognition(
     dataset: Annotated[
@@ -292,6 +393,30 @@ def bench_synthesize(
     )
     names = ", ".join(condition.name for condition in CONDITIONS)
     typer.echo(f"wrote {written} photos ({names}) to {out}")
+
+
+@bench_app.command("scale")
+def bench_scale(
+    dataset: Annotated[
+        Path, typer.Argument(help="Dataset folder (targets/, queries/, queries.csv, distractors/).")
+    ],
+    work: Annotated[
+        Path, typer.Option(help="Folder for analysed distractors and saved indexes (reused).")
+    ] = Path("bench-work/scale"),
+    out: Annotated[Path, typer.Option(help="Report folder.")] = Path("bench/results/scale"),
+    sizes: Annotated[str, typer.Option(help="Comma-separated target counts.")] = "10000,100000,1000000",
+    real: Annotated[
+        int, typer.Option(help="Distractors analysed from real photos; the rest are variants.")
+    ] = 30_000,
+    workers: Annotated[int, typer.Option(help="Processes analysing distractors.")] = os.cpu_count() or 1,
+    mixed_seconds: Annotated[float, typer.Option(help="Seconds of each half of the mixed-load test.")] = 30.0,
+) -> None:
+    """Recall, FindImage time, RAM per target, restart time and mixed-load p99 at 10k … 1M targets."""
+    from imagecloud.bench import scale
+
+    report = scale.run(dataset, work, out, [int(x) for x in sizes.split(",")], real, workers, mixed_seconds)
+    typer.echo(scale.markdown(report))
+    typer.echo(f"report written to {out}/report.md")
 
 
 def main() -> None:

@@ -55,10 +55,11 @@ class Settings(BaseSettings):
     # costs several times a normal search on photos of nothing enrolled). Off for frame-streaming clients
     # that mostly send empty scenes and care more about capacity than about far-away targets.
     second_pass: bool = True
-    # Channels with at least this many targets are searched through the visual-word index (~1.6 KB of RAM
-    # per target instead of ~40 KB; see docs/RECOGNITION.md). The vocabulary it needs is trained on the
-    # enrolled targets the first time a channel gets there.
-    words_min_targets: int = 20_000
+    # Channels with at least this many targets are searched through the visual-word index (~1.8 KB of RAM
+    # per target instead of ~40 KB) at a measured cost in recall (bench/results/scale/): past this size the
+    # exact index no longer fits in RAM comfortably. The vocabulary is trained on the enrolled targets the
+    # first time a channel gets there.
+    words_min_targets: int = 100_000
     # Requests allowed to wait for a vision worker; beyond running + waiting, 20015 with Retry-After at once.
     # Small on purpose: on 2 cores a FindImage on a 10k-target channel takes ~0.2-0.4 s, so 8 waiting means
     # at most a second or two of queueing; 32 let 32 clients queue for 6-8 s instead of hearing "busy".
@@ -68,6 +69,12 @@ class Settings(BaseSettings):
     # Per-user budget (token bucket): requests per second and burst size; 20015 beyond it. 0 disables it.
     rate_limit_per_second: float = 100.0
     rate_limit_burst: int = 200
+    # GetImage without credentials (allowed by the contract) cannot be charged to a user, so it gets the same
+    # kind of budget per client address (an IPv6 /64 counts as one address); 20015 beyond it, 0 disables it.
+    # Behind a reverse proxy the address comes from X-Forwarded-For only when the proxy is trusted
+    # (uvicorn's FORWARDED_ALLOW_IPS, 127.0.0.1 by default); otherwise all clients share the proxy's budget.
+    anonymous_rate_limit_per_second: float = 20.0
+    anonymous_rate_limit_burst: int = 100
     # Log lines as JSON objects (one per line, with the request id) or as plain text.
     log_json: bool = True
 

@@ -61,7 +61,7 @@ class RecognizerSettings:
     )
     # Scopes with at least this many targets are searched through the visual-word index, whose RAM per
     # target is ~1/20 of the exact index's; smaller scopes keep the exact index, which recalls more.
-    words_min_targets: int = 20_000
+    words_min_targets: int = 100_000
     words: WordSettings = field(default_factory=WordSettings)
     words_shortlist: int = 20  # word-index candidates verified per search, best-ranked first
     vocabulary_sample: int = 1_000_000  # descriptors the vocabulary is trained on

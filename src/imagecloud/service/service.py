@@ -408,6 +408,39 @@ class Service:
                 self.blobs.delete(replaces.blob_key)
             return indexed
 
+    # ------------------------------------------------------------------ bulk import (operator, CLI)
+
+    def import_channel(self, channel: str) -> tuple[Channel, set[str]]:
+        """The channel ``imagecloud import`` enrols into (20003 if there is none) and the identifiers it
+        already holds, which the import skips."""
+        with self.db.session() as session:
+            found = self._channel(session, channel)
+            present = set(session.scalars(select(Target.identifier).where(Target.channel_id == found.id)))
+        return found, present
+
+    def add_analysed(
+        self, channel: Channel, identifier: str, metadata: str | None, data: bytes, analysis: TargetAnalysis
+    ) -> int:
+        """AddImage for the operator's ``imagecloud import``, with the image analysed beforehand.
+
+        ``channel`` comes from :meth:`import_channel`; ``analysis`` must be
+        ``Recognizer.analyse_target(data)`` under this service's recognizer settings (the import runs it in
+        worker processes). The rest is AddImage without authentication: the same checks in the same order
+        (20002, 20010, 20016/20012, 20006; a channel deleted meanwhile is 20003) and the same write, so the
+        stored target is the one AddImage would store. Returns the new target's id.
+        """
+        meta = check.metadata(metadata, self.settings.max_metadata_bytes)
+        ident = check.identifier(identifier)
+        if len(data) > self.settings.max_add_bytes:
+            with self.db.session() as session:
+                self._check_insertable(
+                    session, channel, ident
+                )  # 20016/20012 come before 20006, as in AddImage
+            raise FileTooLarge(f"upload of {len(data)} bytes exceeds {self.settings.max_add_bytes}")
+        # _write_target checks, under the channel lock, that the channel still exists, the identifier is free
+        # and the quota has room.
+        return self._write_target(channel, ident, meta, data, analysis)
+
     # ------------------------------------------------------------------ UpdateImage (extension)
 
     def update_image(
