@@ -90,3 +90,4 @@ def seed_rows(server: ServerProcess, account: Account, identifiers: list[str]) -
                     blob_key=new_blob_key(),
                 )
             )
+        channel.target_count += len(identifiers)  # as AddImage keeps it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -252,6 +253,32 @@ class TestQuota:
             expect(server, 20012, limited.auth(identifier="second"), files=jpeg(target_png))
         server.call("RemoveImage", limited.auth(identifier="first"))
         add_ok(server, limited, "second", target_png)
+
+    def test_concurrent_adds_never_pass_the_quota(self, server, target_jpeg, target_png):
+        limited = server.new_account(f"r{id(self)}", quota=3)
+        add_ok(server, limited, "first", target_jpeg)
+        names = [f"rush{n}" for n in range(6)]
+        with ThreadPoolExecutor(len(names)) as pool:
+            codes = list(
+                pool.map(
+                    lambda name: server.call(
+                        "AddImage", limited.auth(identifier=name), files=jpeg(target_png)
+                    )["returncode"],
+                    names,
+                )
+            )
+        assert sorted(codes) == [0, 0, 20012, 20012, 20012, 20012]
+        assert len(stored_identifiers(server, limited.channel)) == total_count(server, limited) == 3
+        # The count follows replacements (no change) and removals (one less), and frees the quota.
+        assert (
+            server.call("UpdateImage", limited.auth(identifier="first"), files=jpeg(target_png))["returncode"]
+            == 0
+        )
+        assert total_count(server, limited) == 3
+        server.call("RemoveImage", limited.auth(identifier="first"))
+        assert len(stored_identifiers(server, limited.channel)) == total_count(server, limited) == 2
+        add_ok(server, limited, "again", target_jpeg)
+        assert total_count(server, limited) == 3
 
 
 class TestHostileUploads:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from imagecloud.bench.machine import describe as describe_machine
 from imagecloud.config import Settings
@@ -83,6 +83,9 @@ def _seed(
         session.add(target)
         session.flush()
         session.add(TargetFeatures(target_id=target.id, data=features.to_bytes()))
+        session.execute(
+            update(Channel).where(Channel.id == channel_id).values(target_count=Channel.target_count + 1)
+        )
 
 
 def enrol(data_dir: Path, targets: int, workers: int = 2, *, rated: bool = True) -> tuple[str, str]:

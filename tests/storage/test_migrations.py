@@ -40,7 +40,7 @@ def test_migrating_twice_is_harmless(tmp_path: Path) -> None:
     db = _migrated(tmp_path)
     db.migrate()
     with db.engine.connect() as connection:
-        assert MigrationContext.configure(connection).get_current_revision() == "0001"
+        assert MigrationContext.configure(connection).get_current_revision() == "0002"
     db.dispose()
 
 
@@ -57,3 +57,33 @@ def test_sqlite_ids_are_never_reused(tmp_path: Path) -> None:
     db.dispose()
     for name, ddl in sql.items():
         assert "AUTOINCREMENT" in ddl.upper(), name
+
+
+def test_target_counts_are_filled_in_for_existing_channels(tmp_path: Path) -> None:
+    """A database made before the per-channel counter gets it with the real counts."""
+    db = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    db.migrate("0001")
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO users (id, name, key_hash, created_at) VALUES (1, 'u', 'h', '2026-01-01')"
+        )
+        for channel, name in ((1, "full"), (2, "empty")):
+            connection.exec_driver_sql(
+                "INSERT INTO channels (id, name, owner_id, quota, created_at) "
+                "VALUES (?, ?, 1, 10, '2026-01-01')",
+                (channel, name),
+            )
+        for n in range(3):
+            connection.exec_driver_sql(
+                "INSERT INTO targets (channel_id, identifier, level, matchratio, width, height, size_bytes, "
+                "content_type, blob_key, created_at) VALUES (1, ?, 3, 0.5, 1, 1, 1, 'image/jpeg', ?, "
+                "'2026-01-01')",
+                (f"t{n:03d}", f"{n:032x}"),
+            )
+    db.migrate()
+    with db.engine.connect() as connection:
+        counts: dict[str, int] = dict(
+            connection.exec_driver_sql("SELECT name, target_count FROM channels").all()
+        )
+    db.dispose()
+    assert counts == {"full": 3, "empty": 0}

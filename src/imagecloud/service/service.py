@@ -232,13 +232,9 @@ class Service:
                 self.blobs.delete(key)
 
     def list_channels(self, owner: str | None = None) -> list[ChannelInfo]:
-        counts = (
-            select(Target.channel_id, func.count(Target.id).label("n")).group_by(Target.channel_id).subquery()
-        )
         query = (
-            select(Channel.name, User.name, Channel.quota, func.coalesce(counts.c.n, 0))
+            select(Channel.name, User.name, Channel.quota, Channel.target_count)
             .join(User, User.id == Channel.owner_id)
-            .outerjoin(counts, counts.c.channel_id == Channel.id)
             .order_by(self._bytewise(Channel.name))
         )
         if owner is not None:
@@ -340,12 +336,29 @@ class Service:
         )
         if taken is not None:
             raise IdentifierTaken(f"identifier {identifier!r} exists")
-        count = session.scalar(select(func.count(Target.id)).where(Target.channel_id == channel.id)) or 0
-        quota = session.scalar(select(Channel.quota).where(Channel.id == channel.id))
-        if quota is None:
+        row = session.execute(
+            select(Channel.target_count, Channel.quota).where(Channel.id == channel.id)
+        ).one_or_none()
+        if row is None:
             raise ChannelNotFound("channel was deleted")
+        count, quota = row
         if count >= quota:
             raise QuotaExceeded(f"channel {channel.name!r} holds {count} of {quota} targets")
+
+    def _take_slot(self, session: Session, channel: Channel) -> None:
+        """Count one more target in ``channel``, in the transaction that inserts it.
+
+        The guard in the statement keeps the quota even when several processes add to one channel: the
+        row lock of the update serialises them, and one that finds the channel full changes nothing.
+        """
+        taken = session.execute(
+            update(Channel)
+            .where(Channel.id == channel.id, Channel.target_count < Channel.quota)
+            .values(target_count=Channel.target_count + 1)
+        )
+        if taken.rowcount == 0:  # type: ignore[attr-defined]
+            self._check_insertable(session, channel, "")  # says whether it is gone or full
+            raise QuotaExceeded(f"channel {channel.name!r} is full")
 
     def _write_target(
         self,
@@ -376,6 +389,7 @@ class Service:
                     if replaces is None:
                         # Checked again under the channel lock: a concurrent add may have won the race.
                         self._check_insertable(session, channel, identifier)
+                        self._take_slot(session, channel)
                     else:
                         removed = session.execute(delete(Target).where(Target.id == replaces.id))
                         if removed.rowcount == 0:  # type: ignore[attr-defined]
@@ -492,6 +506,11 @@ class Service:
                     removed = session.execute(delete(Target).where(Target.id == target.id))
                     if removed.rowcount == 0:  # type: ignore[attr-defined]
                         raise TargetNotFound("target was removed concurrently")
+                    session.execute(
+                        update(Channel)
+                        .where(Channel.id == owned.id)
+                        .values(target_count=Channel.target_count - 1)
+                    )
             except TargetNotFound:
                 raise
             except BaseException:
@@ -530,7 +549,10 @@ class Service:
             if wanted:
                 # substr, not LIKE: SQLite's LIKE ignores ASCII case and treats "_" as a wildcard.
                 where.append(func.substr(Target.identifier, 1, len(wanted)) == wanted)
-            total = session.scalar(select(func.count(Target.id)).where(*where)) or 0
+            if wanted:
+                total = session.scalar(select(func.count(Target.id)).where(*where)) or 0
+            else:
+                total = owned.target_count
             rows = session.execute(
                 select(Target.identifier, Target.meta, Target.matchratio, Target.level, Target.blob_key)
                 .where(*where)

@@ -49,6 +49,9 @@ class Channel(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     quota: Mapped[int] = mapped_column(Integer)
+    # Kept equal to the number of its targets by every transaction that adds or removes one, so that the
+    # quota check and totalcount do not count rows (migration 0002 says why).
+    target_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
