@@ -36,6 +36,13 @@ import numpy as np
 
 BITS = 256
 SHARD_DOCS = 1 << 16  # local doc numbers are uint16
+FORMAT = 2  # saved shards of another format are not read (the service re-indexes from stored features)
+# Ranking. A photo word counts idf^2 times how near it came (1, 1/2, 1/4 for a descriptor's 1st, 2nd and 3rd
+# nearest word), and a target's sum is divided by its word count ** NORM_POWER. Measured on the development
+# covers among 100,000 targets (word rank of the right cover): this puts it in the top 20 for 74.5% of the
+# photos, against 67.0% for plain idf, every near word alike and 1/sqrt(word count); top 1: 58.5% against 54%.
+# Powers 0 to 0.35 were within a point of each other; idf^2.5 and idf^3 within a point of idf^2.
+NORM_POWER = 0.25
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,7 @@ class _Shard:
     docs: np.ndarray  # uint16 local doc numbers
     targets: np.ndarray  # int64 per local doc
     scopes: np.ndarray  # int32 per local doc
-    norms: np.ndarray  # float32 per local doc: 1/sqrt(words), so long word lists do not win by size
+    norms: np.ndarray  # float32 per local doc: words ** -NORM_POWER, so long word lists do not win by size
 
     @property
     def size(self) -> int:
@@ -170,7 +177,7 @@ def _build(words: np.ndarray, docs: np.ndarray, targets: np.ndarray, scopes: np.
         docs=docs.astype(np.uint16),
         targets=np.asarray(targets, np.int64),
         scopes=np.asarray(scopes, np.int32),
-        norms=(1.0 / np.sqrt(np.maximum(per_doc, 1.0))).astype(np.float32),
+        norms=(np.maximum(per_doc, 1.0) ** -NORM_POWER).astype(np.float32),
     )
 
 
@@ -449,13 +456,13 @@ class WordIndex:
             shards, dead, buried, n = self._shards, self._dead, self._buried, max(1, self._docs)
         if not shards or len(descriptors) == 0 or limit <= 0:
             return []
-        assigned = self.vocabulary.assign(descriptors, self.settings.query_assign).ravel()
-        qwords = np.unique(assigned[assigned >= 0])
+        qwords, nearness = _query_words(self.vocabulary.assign(descriptors, self.settings.query_assign))
         idf = np.log((n + 1.0) / (self._df[qwords] + 1.0)).astype(np.float32)
+        weights = nearness * idf * idf
         wanted = np.unique(np.asarray(list(scopes), np.int32))
         hits: list[tuple[float, int, int]] = []
         for sh in shards:
-            scores = _score(sh, qwords, idf)
+            scores = _score(sh, qwords, weights)
             if scores is None:
                 continue
             in_scope = sh.scopes == wanted[0] if len(wanted) == 1 else np.isin(sh.scopes, wanted)
@@ -540,7 +547,7 @@ class WordIndex:
                 f.flush()
                 os.fsync(f.fileno())
             names.append({"file": name, "dead": _dead_mask(sh, dead_arr, buried).nonzero()[0].tolist()})
-        manifest = {"vocabulary": self.vocabulary.digest, "shards": names}
+        manifest = {"format": FORMAT, "vocabulary": self.vocabulary.digest, "shards": names}
         (tmp / "manifest.json").write_text(json.dumps(manifest))
         old = folder.with_name(folder.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -557,7 +564,7 @@ class WordIndex:
         if not manifest_path.exists():
             return index
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("vocabulary") != vocabulary.digest:
+        if manifest.get("format") != FORMAT or manifest.get("vocabulary") != vocabulary.digest:
             return index
         shards: list[_Shard] = []
         buried: dict[_Shard, frozenset[int]] = {}
@@ -590,8 +597,23 @@ def _top(scores: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
     return np.concatenate([above, tied])
 
 
-def _score(shard: _Shard, qwords: np.ndarray, idf: np.ndarray) -> np.ndarray | None:
-    """Per local doc: sum of idf over the query words it holds, times its norm."""
+def _query_words(assigned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct words of a photo and how near they came: 1 for a descriptor's nearest word, 1/2 for
+    its second, 1/4 for its third (a word reached several ways keeps its best)."""
+    n, k = assigned.shape
+    words = assigned.ravel()
+    nearness = np.tile(np.float32(0.5) ** np.arange(k, dtype=np.float32), n)
+    keep = words >= 0
+    words, nearness = words[keep], nearness[keep]
+    order = np.lexsort((-nearness, words))
+    words, nearness = words[order], nearness[order]
+    first = np.ones(len(words), bool)
+    first[1:] = words[1:] != words[:-1]
+    return words[first], nearness[first]
+
+
+def _score(shard: _Shard, qwords: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
+    """Per local doc: sum of the weights of the query words it holds, times its norm."""
     if len(shard.keys) == 0:  # only targets without words (blank images)
         return None
     pos = np.searchsorted(shard.keys, qwords)
@@ -599,7 +621,7 @@ def _score(shard: _Shard, qwords: np.ndarray, idf: np.ndarray) -> np.ndarray | N
     present = shard.keys[pos] == qwords
     if not present.any():
         return None
-    pos, weights = pos[present], idf[present]
+    pos, weights = pos[present], weights[present]
     begin, end = shard.starts[pos], shard.starts[pos + 1]
     lens = end - begin
     total = int(lens.sum())

@@ -327,6 +327,11 @@ class Recognizer:
         else:
             self._promote(scope)
 
+    def wait_idle(self) -> None:
+        """Block until background work of both indexes has finished (tests, benchmarks)."""
+        self._index.wait_idle()
+        self.wait_words()
+
     def wait_words(self) -> None:
         """Block until a vocabulary training started by growth has finished (tests, benchmarks)."""
         with self._lock:
