@@ -1,0 +1,52 @@
+"""`imagecloud bench scale` end to end on a tiny generated data set: corpus, vocabulary, saved word index,
+and the measuring processes, so the benchmark cannot rot between the long runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+
+from imagecloud.bench import scale
+from imagecloud.bench.synthetic import CONDITIONS, synthesize
+from tests import imagegen
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    images = tmp_path_factory.mktemp("covers")
+    for seed in range(4):
+        cv2.imwrite(str(images / f"cover{seed}.png"), imagegen.poster(seed))
+    distractors = tmp_path_factory.mktemp("others")
+    for seed in range(300, 316):
+        cv2.imwrite(str(distractors / f"other{seed}.jpg"), imagegen.poster(seed))
+    out = tmp_path_factory.mktemp("set")
+    synthesize(images, out, conditions=CONDITIONS[:1], distractors=distractors)
+    return out
+
+
+def test_scale_report(dataset_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    report = scale.run(
+        dataset_dir, tmp_path / "work", out, [60], real=40, workers=1, mixed_seconds=0.5, baseline=20
+    )
+    runs = {(r["targets"], r["index"]): r for r in report["runs"]}
+    assert set(runs) == {(20, "exact"), (60, "words")}  # no exact run past the real distractors
+    words = runs[(60, "words")]
+    # 4 planted covers, 40 analysed distractors, the rest word-level variants.
+    assert (words["real_distractors"], words["variant_distractors"]) == (40, 16)
+    for run in runs.values():
+        assert run["wrong"] == 0 and run["false_matches"] == 0
+        assert run["distractor_queries"] == 8  # the second half of the 16 distractor photos
+    assert runs[(20, "exact")]["recall_at_1"] == 1.0
+    assert words["recall_at_1"] == 1.0
+    assert words["word_rank_topk"]["1"] == 1.0
+    assert words["posting_stats"]["targets"] == 60
+    assert words["index_disk_bytes"] > 0
+    mixed = words["mixed_load"]
+    assert mixed["adds_per_second"] > 0 and mixed["p99_ratio"] > 0
+    written = json.loads((out / "report.json").read_text())
+    assert [r["targets"] for r in written["runs"]] == [20, 60]
+    assert "| 60 | words |" in (out / "report.md").read_text()
