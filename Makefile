@@ -6,7 +6,7 @@ DATA_DIR ?= imagecloud-data
 PYTEST_ARGS ?=
 
 .PHONY: serve test lint typecheck unit bench-recognition clean
-.PHONY: bench-reliability bench-crash bench-load bench-fuzz
+.PHONY: bench-reliability bench-crash bench-load bench-fuzz bench-import
 
 $(BIN)/imagecloud: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,3 +64,13 @@ bench-fuzz: $(VENV)/.bench-deps
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# `imagecloud import` throughput: a fresh data directory, the dataset's distractor photos enrolled in-process
+# (rating included). Summary on the terminal, every file's outcome in build/import/report.json.
+DATASET ?= ../shared/eval/smvs-dvd
+bench-import: $(BIN)/imagecloud
+	rm -rf build/import && mkdir -p build/import
+	$(BIN)/imagecloud user create bench --data-dir build/import/data > /dev/null
+	$(BIN)/imagecloud channel create bench --owner bench --data-dir build/import/data
+	$(BIN)/imagecloud import $(DATASET)/distractors --channel bench --data-dir build/import/data \
+		--report build/import/report.json

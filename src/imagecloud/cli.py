@@ -410,11 +410,19 @@ def bench_scale(
     ] = 30_000,
     workers: Annotated[int, typer.Option(help="Processes analysing distractors.")] = os.cpu_count() or 1,
     mixed_seconds: Annotated[float, typer.Option(help="Seconds of each half of the mixed-load test.")] = 30.0,
+    exact: Annotated[
+        bool,
+        typer.Option(
+            help="Also measure the exact index (the 1,000-target baseline, sizes below the switch)."
+        ),
+    ] = True,
 ) -> None:
     """Recall, FindImage time, RAM per target, restart time and mixed-load p99 at 10k … 1M targets."""
     from imagecloud.bench import scale
 
-    report = scale.run(dataset, work, out, [int(x) for x in sizes.split(",")], real, workers, mixed_seconds)
+    report = scale.run(
+        dataset, work, out, [int(x) for x in sizes.split(",")], real, workers, mixed_seconds, exact=exact
+    )
     typer.echo(scale.markdown(report))
     typer.echo(f"report written to {out}/report.md")
 

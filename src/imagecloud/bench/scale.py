@@ -414,6 +414,7 @@ def run(
     workers: int,
     mixed_seconds: float,
     baseline: int = 1000,
+    exact: bool = True,
 ) -> dict[str, Any]:
     if baseline > real:  # the baseline is built from real distractors only
         raise ValueError(f"the {baseline}-target baseline needs --real of at least {baseline}")
@@ -425,7 +426,7 @@ def run(
     switch = RecognizerSettings().words_min_targets
     # (Exact runs need that many real distractors: variants exist as words only.)
     exact_sizes = [baseline, *(s for s in sizes if s < switch and s != baseline and s <= real)]
-    runs = [(s, True) for s in exact_sizes] + [(s, False) for s in sizes]
+    runs = [(s, True) for s in exact_sizes if exact] + [(s, False) for s in sizes]
     for size, exact in runs:
         if exact:
             folder = work / f"index-{size}"

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
+import numba
 import numpy as np
 
 BITS = 256
@@ -621,12 +622,23 @@ def _score(shard: _Shard, qwords: np.ndarray, weights: np.ndarray) -> np.ndarray
     present = shard.keys[pos] == qwords
     if not present.any():
         return None
-    pos, weights = pos[present], weights[present]
-    begin, end = shard.starts[pos], shard.starts[pos + 1]
-    lens = end - begin
-    total = int(lens.sum())
-    # Gather all posting ranges at once: index = begin of its range + offset within the range.
-    offsets = np.arange(total) - np.repeat(np.cumsum(lens) - lens, lens)
-    idx = np.repeat(begin, lens) + offsets
-    scores: np.ndarray = np.bincount(shard.docs[idx], np.repeat(weights, lens), minlength=shard.size)
-    return np.asarray(scores * shard.norms, dtype=np.float64)
+    scores = np.zeros(shard.size, np.float32)
+    _accumulate(shard.starts, shard.docs, pos[present], weights[present].astype(np.float32), scores)
+    scores *= shard.norms
+    return scores
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate(
+    starts: np.ndarray, docs: np.ndarray, keys: np.ndarray, weights: np.ndarray, scores: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """``scores[doc] += weights[i]`` for every posting of every key ``keys[i]``.
+
+    One pass over the postings, no temporary arrays: at a million targets a photo touches ~25 million
+    postings, which NumPy's gather-and-bincount did ~10x slower. It runs without the GIL, so searches in
+    the service's worker threads score in parallel.
+    """
+    for i in range(keys.shape[0]):
+        weight = weights[i]
+        for j in range(starts[keys[i]], starts[keys[i] + 1]):
+            scores[docs[j]] += weight
