@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     # that mostly send empty scenes and care more about capacity than about far-away targets.
     second_pass: bool = True
     # Channels with at least this many targets are searched through the visual-word index (~1.8 KB of RAM
-    # per target instead of ~40 KB) at a measured cost in recall (bench/results/scale/): past this size the
+    # per target instead of ~175 KB) at a measured cost in recall (bench/results/scale/): past this size the
     # exact index no longer fits in RAM comfortably. The vocabulary is trained on the enrolled targets the
     # first time a channel gets there.
     words_min_targets: int = 100_000
