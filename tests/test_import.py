@@ -247,22 +247,28 @@ class TestInProcess:
             assert len(rows) == 5
 
 
+def import_command(setup: Setup, folder: Path, *extra: str) -> list[str]:
+    """``imagecloud import`` as the operator runs it, with two analysis processes."""
+    return [
+        sys.executable,
+        "-m",
+        "imagecloud",
+        "import",
+        str(folder),
+        "--channel",
+        setup.channel,
+        "--data-dir",
+        str(setup.data_dir),
+        "--workers",
+        "2",
+        *extra,
+    ]
+
+
 class TestInterruption:
     def test_sigkill_then_rerun_finishes_the_job(self, setup: Setup, folder: Path, tmp_path: Path) -> None:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "imagecloud",
-                "import",
-                str(folder),
-                "--channel",
-                setup.channel,
-                "--data-dir",
-                str(setup.data_dir),
-                "--workers",
-                "2",
-            ],
+            import_command(setup, folder),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -297,21 +303,7 @@ class TestInterruption:
     def test_ctrl_c_stops_with_an_exact_summary(self, setup: Setup, folder: Path, tmp_path: Path) -> None:
         report = tmp_path / "stopped.json"
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "imagecloud",
-                "import",
-                str(folder),
-                "--channel",
-                setup.channel,
-                "--data-dir",
-                str(setup.data_dir),
-                "--workers",
-                "2",
-                "--report",
-                str(report),
-            ],
+            import_command(setup, folder, "--report", str(report)),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -97,9 +98,10 @@ class FeatureExtractor:
     def __init__(self, settings: FeatureSettings | None = None) -> None:
         self.settings = settings or FeatureSettings()
 
-    def extract(self, gray: np.ndarray, scale: float, width: int, height: int) -> Features:
+    def orb(self) -> Any:
+        """The ORB detector these settings describe (a new one: OpenCV's objects are not thread-safe)."""
         s = self.settings
-        orb = cv2.ORB.create(
+        return cv2.ORB.create(
             nfeatures=s.candidates,
             scaleFactor=s.scale_factor,
             nlevels=s.levels,
@@ -107,6 +109,10 @@ class FeatureExtractor:
             patchSize=31,
             fastThreshold=s.fast_threshold,
         )
+
+    def extract(self, gray: np.ndarray, scale: float, width: int, height: int) -> Features:
+        s = self.settings
+        orb = self.orb()
         keypoints = orb.detect(gray, None)
         keypoints = _spread(keypoints, gray.shape[1], gray.shape[0], s.keep, s.grid)
         if not keypoints:

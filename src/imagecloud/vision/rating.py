@@ -289,22 +289,10 @@ def _pairs_within(a: np.ndarray, b: np.ndarray, radius: float) -> tuple[np.ndarr
 # tests/vision/test_rating.py checks that detect + describe of every keypoint equals extract.
 
 
-def _orb(extractor: FeatureExtractor) -> Any:
-    s = extractor.settings
-    return cv2.ORB.create(
-        nfeatures=s.candidates,
-        scaleFactor=s.scale_factor,
-        nlevels=s.levels,
-        edgeThreshold=19,
-        patchSize=31,
-        fastThreshold=s.fast_threshold,
-    )
-
-
 def detect_keypoints(extractor: FeatureExtractor, gray: np.ndarray) -> list[cv2.KeyPoint]:
     """The keypoints ``extractor.extract`` keeps (detected, then spread), before description."""
     s = extractor.settings
-    return _spread(_orb(extractor).detect(gray, None), gray.shape[1], gray.shape[0], s.keep, s.grid)
+    return _spread(extractor.orb().detect(gray, None), gray.shape[1], gray.shape[0], s.keep, s.grid)
 
 
 def describe_keypoints(
@@ -317,7 +305,7 @@ def describe_keypoints(
         describer = cv2.xfeatures2d.TEBLID.create(1.0, cv2.xfeatures2d.TEBLID_SIZE_256_BITS)
         described, desc = describer.compute(gray, list(keypoints))
     else:
-        described, desc = _orb(extractor).compute(gray, list(keypoints))
+        described, desc = extractor.orb().compute(gray, list(keypoints))
     if desc is None or len(described) == 0:
         return _empty(width, height)
     n = len(described)
