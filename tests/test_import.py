@@ -103,9 +103,9 @@ def setup(tmp_path: Path) -> Setup:
     return Setup(data_dir, "alice", key, "covers")
 
 
-def run_import(setup: Setup, folder: Path, report: Path, *extra: str, ok: bool = True) -> dict[str, Any]:
-    """One in-process import; returns the JSON report."""
-    result = cli(
+def import_args(setup: Setup, folder: Path, *extra: str) -> list[str]:
+    """The import's command line after ``imagecloud``, with two analysis processes."""
+    return [
         "import",
         str(folder),
         "--channel",
@@ -114,9 +114,14 @@ def run_import(setup: Setup, folder: Path, report: Path, *extra: str, ok: bool =
         str(setup.data_dir),
         "--workers",
         "2",
-        "--report",
-        str(report),
         *extra,
+    ]
+
+
+def run_import(setup: Setup, folder: Path, report: Path, *extra: str, ok: bool = True) -> dict[str, Any]:
+    """One in-process import; returns the JSON report."""
+    result = cli(
+        *import_args(setup, folder, "--report", str(report), *extra),
         ok=ok,
     )
     body: dict[str, Any] = json.loads(report.read_text())
@@ -248,21 +253,8 @@ class TestInProcess:
 
 
 def import_command(setup: Setup, folder: Path, *extra: str) -> list[str]:
-    """``imagecloud import`` as the operator runs it, with two analysis processes."""
-    return [
-        sys.executable,
-        "-m",
-        "imagecloud",
-        "import",
-        str(folder),
-        "--channel",
-        setup.channel,
-        "--data-dir",
-        str(setup.data_dir),
-        "--workers",
-        "2",
-        *extra,
-    ]
+    """``imagecloud import`` as the operator runs it, for a process the test controls."""
+    return [sys.executable, "-m", "imagecloud", *import_args(setup, folder, *extra)]
 
 
 class TestInterruption:

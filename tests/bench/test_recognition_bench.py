@@ -12,24 +12,16 @@ import pytest
 from imagecloud.bench import recognition
 from imagecloud.bench.backends import HttpBackend, InProcessBackend, server_seconds
 from imagecloud.bench.dataset import load_dataset
-from imagecloud.bench.synthetic import CONDITIONS, synthesize
+from imagecloud.bench.synthetic import CONDITIONS
 from tests import imagegen
+from tests.bench.datasets import generated_set
 from tests.server import ServerProcess
 
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    images = tmp_path_factory.mktemp("images")
-    for seed in range(4):
-        cv2.imwrite(str(images / f"poster{seed}.png"), imagegen.poster(seed))
-    distractors = tmp_path_factory.mktemp("distractors")
-    for seed in range(100, 104):
-        cv2.imwrite(str(distractors / f"other{seed}.jpg"), imagegen.poster(seed))
-    out = tmp_path_factory.mktemp("set")
-    baseline = CONDITIONS[0]
     rotated = next(c for c in CONDITIONS if c.name == "rotate-90")
-    synthesize(images, out, conditions=(baseline, rotated), distractors=distractors)
-    return out
+    return generated_set(tmp_path_factory, 4, range(100, 104), (CONDITIONS[0], rotated))
 
 
 def test_in_process_report(dataset_dir: Path, tmp_path: Path) -> None:

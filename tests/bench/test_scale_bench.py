@@ -6,25 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import pytest
 
 from imagecloud.bench import scale
-from imagecloud.bench.synthetic import CONDITIONS, synthesize
-from tests import imagegen
+from imagecloud.bench.synthetic import CONDITIONS
+from tests.bench.datasets import generated_set
 
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    images = tmp_path_factory.mktemp("covers")
-    for seed in range(4):
-        cv2.imwrite(str(images / f"cover{seed}.png"), imagegen.poster(seed))
-    distractors = tmp_path_factory.mktemp("others")
-    for seed in range(300, 316):
-        cv2.imwrite(str(distractors / f"other{seed}.jpg"), imagegen.poster(seed))
-    out = tmp_path_factory.mktemp("set")
-    synthesize(images, out, conditions=CONDITIONS[:1], distractors=distractors)
-    return out
+    return generated_set(tmp_path_factory, 4, range(300, 316), CONDITIONS[:1])
 
 
 def test_scale_report(dataset_dir: Path, tmp_path: Path) -> None:
