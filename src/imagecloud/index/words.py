@@ -623,7 +623,8 @@ def _score(shard: _Shard, qwords: np.ndarray, weights: np.ndarray) -> np.ndarray
     if not present.any():
         return None
     scores = np.zeros(shard.size, np.float32)
-    _accumulate(shard.starts, shard.docs, pos[present], weights[present].astype(np.float32), scores)
+    chosen = weights[present].astype(np.float32, copy=False)  # the compiled loop is typed for float32
+    _accumulate(shard.starts, shard.docs, pos[present], chosen, scores)
     scores *= shard.norms
     return scores
 

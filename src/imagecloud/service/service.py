@@ -336,6 +336,10 @@ class Service:
         )
         if taken is not None:
             raise IdentifierTaken(f"identifier {identifier!r} exists")
+        self._check_room(session, channel)
+
+    def _check_room(self, session: Session, channel: Channel) -> None:
+        """20003 if ``channel`` was deleted, 20012 if it holds its quota."""
         row = session.execute(
             select(Channel.target_count, Channel.quota).where(Channel.id == channel.id)
         ).one_or_none()
@@ -357,7 +361,7 @@ class Service:
             .values(target_count=Channel.target_count + 1)
         )
         if taken.rowcount == 0:  # type: ignore[attr-defined]
-            self._check_insertable(session, channel, "")  # says whether it is gone or full
+            self._check_room(session, channel)  # says whether it is gone or full
             raise QuotaExceeded(f"channel {channel.name!r} is full")
 
     def _write_target(
@@ -446,10 +450,8 @@ class Service:
         meta = check.metadata(metadata, self.settings.max_metadata_bytes)
         ident = check.identifier(identifier)
         if len(data) > self.settings.max_add_bytes:
-            with self.db.session() as session:
-                self._check_insertable(
-                    session, channel, ident
-                )  # 20016/20012 come before 20006, as in AddImage
+            with self.db.session() as session:  # 20016/20012 come before 20006, as in AddImage
+                self._check_insertable(session, channel, ident)
             raise FileTooLarge(f"upload of {len(data)} bytes exceeds {self.settings.max_add_bytes}")
         # _write_target checks, under the channel lock, that the channel still exists, the identifier is free
         # and the quota has room.
@@ -546,13 +548,11 @@ class Service:
             wanted = check.identifier_prefix(prefix)
             owned = self._owned_channel(session, user, channel_name)
             where = [Target.channel_id == owned.id]
+            total = owned.target_count
             if wanted:
                 # substr, not LIKE: SQLite's LIKE ignores ASCII case and treats "_" as a wildcard.
                 where.append(func.substr(Target.identifier, 1, len(wanted)) == wanted)
-            if wanted:
                 total = session.scalar(select(func.count(Target.id)).where(*where)) or 0
-            else:
-                total = owned.target_count
             rows = session.execute(
                 select(Target.identifier, Target.meta, Target.matchratio, Target.level, Target.blob_key)
                 .where(*where)
