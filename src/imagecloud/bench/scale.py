@@ -427,13 +427,13 @@ def run(
     # (Exact runs need that many real distractors: variants exist as words only.)
     exact_sizes = [baseline, *(s for s in sizes if s < switch and s != baseline and s <= real)]
     runs = [(s, True) for s in exact_sizes if exact] + [(s, False) for s in sizes]
-    for size, exact in runs:
-        if exact:
+    for size, on_exact in runs:
+        if on_exact:
             folder = work / f"index-{size}"
             folder.mkdir(parents=True, exist_ok=True)
             if not (folder / "meta.json").exists():
                 (folder / "meta.json").write_text(json.dumps({"real": min(real, size)}))
-        print(f"measuring {size} targets ({'exact' if exact else 'word'} index)", flush=True)
+        print(f"measuring {size} targets ({'exact' if on_exact else 'word'} index)", flush=True)
         proc = subprocess.run(
             [
                 sys.executable,
@@ -442,8 +442,8 @@ def run(
                 str(dataset),
                 str(work),
                 str(size),
-                "exact" if exact else "words",
-                str(mixed_seconds if not exact else 0),
+                "exact" if on_exact else "words",
+                str(mixed_seconds if not on_exact else 0),
             ],
             check=True,
             capture_output=True,
@@ -451,7 +451,7 @@ def run(
         )
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         meta = json.loads((work / f"index-{size}" / "meta.json").read_text())
-        if not exact:  # the folder's build figures are the word index's
+        if not on_exact:  # the folder's build figures are the word index's
             result |= {k: v for k, v in meta.items() if k != "real"}
         if "index_disk_bytes" in result:
             result["index_disk_bytes_per_target"] = round(result["index_disk_bytes"] / size, 1)
