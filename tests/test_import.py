@@ -28,6 +28,7 @@ from imagecloud.config import Settings
 from imagecloud.service import build_service
 from imagecloud.storage import Channel, Target, TargetFeatures
 from tests import imagegen
+from tests.api import images
 from tests.api.helpers import jpeg
 from tests.server import ServerProcess
 
@@ -39,6 +40,8 @@ REJECTED = {
     "poster.002.png": 20016,  # the same identifier as poster.002.jpg, which comes first
     "blank.png": 20013,  # nothing to recognise
     "broken.jpg": 20002,  # its metadata sidecar is not JSON
+    "huge.jpg": 20006,  # more bytes than AddImage takes
+    "bomb.png": 20006,  # a few KiB that decode to 400 million pixels
 }
 
 
@@ -68,6 +71,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (path / "blank.png").write_bytes(imagegen.encode(imagegen.blank(), "png"))
     (path / "broken.jpg").write_bytes(imagegen.encode(imagegen.poster(203)))
     (path / "broken.json").write_text("{not json")
+    (path / "huge.jpg").write_bytes(images.oversize_garbage(6 * 2**20))
+    (path / "bomb.png").write_bytes(images.png_bomb())
     (path / ".hidden.jpg").write_bytes(imagegen.encode(imagegen.poster(204)))  # not part of the import
     return path
 
