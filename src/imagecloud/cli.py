@@ -316,13 +316,22 @@ def bench_recognition(
             "split: enrol even-numbered, query odd-numbered ones."
         ),
     ] = "self",
+    negatives: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--negatives",
+            help="A set of photos that must never match (repeatable): a folder of photos, or one with "
+            "split.csv (photo,class,role) whose 'enrol' photos are enrolled and 'query' photos queried.",
+        ),
+    ] = None,
 ) -> None:
     """Enrol a data set's targets and distractors, query every photo, write report.json + report.md."""
     from imagecloud.bench import recognition
     from imagecloud.bench.backends import Backend, HttpBackend, InProcessBackend
-    from imagecloud.bench.dataset import load_dataset
+    from imagecloud.bench.dataset import load_dataset, load_negatives
 
     data = load_dataset(dataset)
+    negative_sets = [load_negatives(path) for path in negatives or []]
     backend: Backend
     if url:
         if not username or not secretkey:
@@ -349,6 +358,7 @@ def bench_recognition(
             workers=workers,
             max_distractors=max_distractors,
             distractor_mode=distractor_mode,
+            negatives=negative_sets,
             progress=progress,
         )
     finally:

@@ -11,7 +11,7 @@ import pytest
 
 from imagecloud.bench import recognition
 from imagecloud.bench.backends import HttpBackend, InProcessBackend, server_seconds
-from imagecloud.bench.dataset import load_dataset
+from imagecloud.bench.dataset import load_dataset, load_negatives
 from imagecloud.bench.synthetic import CONDITIONS
 from tests import imagegen
 from tests.bench.datasets import generated_set
@@ -47,6 +47,58 @@ def test_in_process_report(dataset_dir: Path, tmp_path: Path) -> None:
     written = json.loads((tmp_path / "report.json").read_text())
     assert written["queries"] == report["queries"]
     assert "recall@1" in (tmp_path / "report.md").read_text()
+
+
+def _negative_sets(root: Path) -> tuple[Path, Path]:
+    """A split set (posters 200, 201 enrolled; 300, 301 queried) and a plain folder of two photos."""
+    split = root / "split"
+    (split / "photos").mkdir(parents=True)
+    rows = ["photo,class,role"]
+    for seed, role in ((200, "enrol"), (201, "enrol"), (300, "query"), (301, "query")):
+        cv2.imwrite(str(split / "photos" / f"kind_{seed}.jpg"), imagegen.poster(seed))
+        rows.append(f"photos/kind_{seed}.jpg,kind,{role}")
+    (split / "split.csv").write_text("\n".join(rows) + "\n")
+    plain = root / "plain"
+    plain.mkdir()
+    for seed in (400, 401):
+        cv2.imwrite(str(plain / f"nothing{seed}.jpg"), imagegen.poster(seed))
+    return split, plain
+
+
+def test_negative_sets_reported_apart(dataset_dir: Path, tmp_path: Path) -> None:
+    """Each negative set is enrolled (its enrol half) and queried; a false match is counted in its set."""
+    split, plain = _negative_sets(tmp_path / "neg")
+    # A photo of an enrolled target put among the negatives must show up as that set's false match.
+    enrolled_again = plain / "poster1-photo.jpg"
+    enrolled_again.write_bytes((dataset_dir / "queries/poster1--baseline.jpg").read_bytes())
+    negatives = [load_negatives(split), load_negatives(plain)]
+    assert [len(n.enrol) for n in negatives] == [2, 0]
+    assert [len(n.queries) for n in negatives] == [2, 3]
+    backend = InProcessBackend()
+    try:
+        report = recognition.run(
+            load_dataset(dataset_dir), backend, tmp_path / "out", max_distractors=0, negatives=negatives
+        )
+    finally:
+        backend.close()
+    assert report["enrolled"]["accepted"] == 4 + 2
+    sets = report["negative_sets"]
+    assert set(sets) == {"distractors", "split", "plain"}
+    assert (sets["split"]["queries"], sets["split"]["false_matches"], sets["split"]["enrolled"]) == (2, 0, 2)
+    assert (sets["plain"]["queries"], sets["plain"]["false_matches"]) == (3, 1)
+    assert sets["distractors"]["queries"] == 0
+    assert sum(report["scores"]["correct"]) == 8
+    assert sum(report["scores"]["wrong"]) == 1
+    curve = {row["threshold"]: row for row in report["threshold_curve"]}
+    assert curve[0.0]["recall_at_1"] == 1.0 and curve[0.0]["false_matches"] == 1
+    assert (tmp_path / "out/failures/plain.poster1-photo.png").exists()
+    assert "| plain | 0 | 3 | 1 (33.3%)" in (tmp_path / "out/report.md").read_text()
+
+
+def test_load_negatives_rejects_unknown_roles(tmp_path: Path) -> None:
+    (tmp_path / "split.csv").write_text("photo,class,role\na.jpg,x,train\n")
+    with pytest.raises(ValueError, match="role"):
+        load_negatives(tmp_path)
 
 
 def test_failures_get_pictures(dataset_dir: Path, tmp_path: Path) -> None:

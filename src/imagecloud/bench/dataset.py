@@ -65,3 +65,40 @@ def load_dataset(root: Path) -> Dataset:
                 conditions = {key: value for key, value in row.items() if key not in ("query", "target")}
                 queries.append(Query(path=path, target=target, conditions=conditions))
     return Dataset(root=root, targets=targets, queries=queries, distractors=_images(root / "distractors"))
+
+
+@dataclass(frozen=True)
+class NegativeSet:
+    """Photos that must never come back with an identifier, and optionally photos enrolled beside them.
+
+    A folder with ``split.csv`` (``photo,class,role``; ``role`` ``enrol`` or ``query``) enrols its ``enrol``
+    photos as targets and queries its ``query`` photos: each query shows a subject of the same kind as some
+    enrolled photo but is another photograph, so any identifier is a false match. A folder without it is a
+    plain set of photos of nothing enrolled.
+    """
+
+    root: Path
+    enrol: list[Path]
+    queries: list[Path]
+
+    @property
+    def name(self) -> str:
+        return self.root.resolve().name
+
+
+def load_negatives(root: Path) -> NegativeSet:
+    listing = root / "split.csv"
+    if not listing.exists():
+        photos = _images(root)
+        if not photos:
+            raise ValueError(f"{root} holds no JPEG or PNG files and no split.csv")
+        return NegativeSet(root=root, enrol=[], queries=photos)
+    enrol: list[Path] = []
+    queries: list[Path] = []
+    with listing.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            role = row.get("role", "")
+            if role not in ("enrol", "query"):
+                raise ValueError(f"{listing}: role must be 'enrol' or 'query', not {role!r}")
+            (enrol if role == "enrol" else queries).append(root / row["photo"])
+    return NegativeSet(root=root, enrol=enrol, queries=queries)

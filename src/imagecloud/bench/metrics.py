@@ -22,6 +22,8 @@ class Outcome:
     seconds: float
     conditions: tuple[tuple[str, str], ...] = ()
     itself: str | None = None
+    group: str = ""  # "" for photos of targets; the name of the negative set a photo of nothing belongs to
+    score: float | None = None  # the answer's score, when there is one
 
     @property
     def correct(self) -> bool:
@@ -102,3 +104,36 @@ def by_condition(outcomes: Iterable[Outcome]) -> dict[str, dict[str, dict[str, f
         key: {value: query_metrics(items) for value, items in sorted(values.items())}
         for key, values in sorted(groups.items())
     }
+
+
+def score_histogram(scores: Iterable[float], bins: int = 10) -> list[int]:
+    """Counts of scores in ``bins`` equal bins over 0..1 (1.0 falls in the last)."""
+    counts = [0] * bins
+    for value in scores:
+        counts[min(bins - 1, max(0, int(value * bins)))] += 1
+    return counts
+
+
+def threshold_curve(outcomes: Sequence[Outcome], thresholds: Sequence[float]) -> list[dict[str, float | int]]:
+    """What each score threshold would keep: recall@1 on photos of targets, wrong identifiers, false matches.
+
+    An answer below the threshold counts as no answer. Only answers the service gave can be kept, so below
+    the service's own acceptance threshold the curve is flat.
+    """
+    real = [o for o in outcomes if o.expected is not None]
+    fake = [o for o in outcomes if o.expected is None]
+    rows: list[dict[str, float | int]] = []
+    for t in thresholds:
+
+        def kept(o: Outcome, t: float = t) -> bool:
+            return o.returned is not None and o.score is not None and o.score >= t
+
+        rows.append(
+            {
+                "threshold": t,
+                "recall_at_1": rate(sum(o.correct and kept(o) for o in real), len(real)),
+                "wrong": sum(o.wrong and kept(o) for o in real),
+                "false_matches": sum(o.wrong and kept(o) for o in fake),
+            }
+        )
+    return rows

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -20,18 +20,22 @@ import numpy as np
 
 from imagecloud.bench import machine
 from imagecloud.bench.backends import Backend, Call
-from imagecloud.bench.dataset import Dataset, identifier_for
+from imagecloud.bench.dataset import Dataset, NegativeSet, identifier_for
 from imagecloud.bench.metrics import (
     Outcome,
     by_condition,
     distractor_metrics,
     latency_summary,
     query_metrics,
+    score_histogram,
+    threshold_curve,
 )
 
 Progress = Callable[[str, int, int], None]
 
 DISTRACTOR_PREFIX = "distractor."
+DISTRACTORS = "distractors"  # the group of the data set's own distractor photos
+THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def _no_progress(_stage: str, _done: int, _total: int) -> None:
@@ -50,6 +54,7 @@ def run(
     workers: int = 2,
     max_distractors: int | None = None,
     distractor_mode: str = "self",
+    negatives: Sequence[NegativeSet] = (),
     progress: Progress = _no_progress,
 ) -> dict[str, Any]:
     """Enrol, query, measure, write ``report.json`` + ``report.md`` (+ failure pictures) into ``out_dir``.
@@ -57,6 +62,9 @@ def run(
     ``distractor_mode`` "self": every distractor is enrolled and queried; a distractor photo that finds
     itself is right, any other identifier is a false match. "split": even-numbered distractors are enrolled,
     odd-numbered ones are queried, so every distractor query shows something truly not enrolled.
+
+    Each of ``negatives`` is enrolled (its ``enrol`` photos) beside the targets and distractors, and its
+    query photos must all come back without an identifier; false matches are reported per set.
     """
     distractors = dataset.distractors if max_distractors is None else dataset.distractors[:max_distractors]
     if distractor_mode == "split":
@@ -67,6 +75,8 @@ def run(
         raise ValueError(f"distractor_mode must be 'self' or 'split', not {distractor_mode!r}")
     enrol_items = [(ident, path) for ident, path in dataset.targets.items()]
     enrol_items += [(distractor_identifier(path), path) for path in enrolled_distractors]
+    for negative in negatives:
+        enrol_items += [(identifier_for(path), path) for path in negative.enrol]
     paths_by_id = dict(enrol_items)
     enrolled_ids = set(paths_by_id)
 
@@ -74,17 +84,23 @@ def run(
 
     outcomes: list[Outcome] = []
     answers: dict[str, Call] = {}
-    photos: list[tuple[Path, str | None, tuple[tuple[str, str], ...], str | None]] = [
-        (q.path, q.target, tuple(sorted(q.conditions.items())), None) for q in dataset.queries
+    photos: list[tuple[Path, str, str | None, tuple[tuple[str, str], ...], str | None, str]] = [
+        (q.path, _name(q.path, dataset.root), q.target, tuple(sorted(q.conditions.items())), None, "")
+        for q in dataset.queries
     ]
     for path in queried_distractors:
         own = distractor_identifier(path)
-        photos.append((path, None, (), own if own in enrolled_ids else None))
-    for done, (path, expected, conditions, itself) in enumerate(photos, 1):
+        name = _name(path, dataset.root)
+        photos.append((path, name, None, (), own if own in enrolled_ids else None, DISTRACTORS))
+    for negative in negatives:
+        for path in negative.queries:
+            name = f"{negative.name}/{_name(path, negative.root)}"
+            photos.append((path, name, None, (), None, negative.name))
+    for done, (path, name, expected, conditions, itself, group) in enumerate(photos, 1):
         call = backend.find(path.read_bytes())
         returned = call.body.get("identifier") if call.returncode == 0 else None
-        name = str(path.relative_to(dataset.root))
-        outcomes.append(Outcome(name, expected, returned, call.seconds, conditions, itself))
+        score = call.body.get("score") if returned is not None else None
+        outcomes.append(Outcome(name, expected, returned, call.seconds, conditions, itself, group, score))
         answers[name] = call
         progress("query", done, len(photos))
 
@@ -92,8 +108,11 @@ def run(
     fake = [o for o in outcomes if o.expected is None]
     failures = [o for o in real if not o.correct] + [o for o in fake if o.wrong]
     failure_dir = out_dir / "failures"
+    query_paths = {name: path for path, name, *_ in photos}
     for outcome in failures:
-        _failure_picture(dataset, paths_by_id, outcome, answers[outcome.query], failure_dir)
+        call = answers[outcome.query]
+        _failure_picture(query_paths[outcome.query], paths_by_id, outcome, call, failure_dir)
+    groups = [DISTRACTORS] + [negative.name for negative in negatives]
 
     report: dict[str, Any] = {
         "dataset": dataset.name,
@@ -107,6 +126,20 @@ def run(
         },
         "queries": query_metrics(real),
         "distractor_queries": distractor_metrics(fake),
+        "negative_sets": {
+            group: {
+                **distractor_metrics(o for o in fake if o.group == group),
+                "enrolled": next((len(n.enrol) for n in negatives if n.name == group), 0),
+                "find_latency": latency_summary([o.seconds for o in fake if o.group == group]),
+            }
+            for group in groups
+        },
+        "scores": {
+            "bins": [round(i / 10, 1) for i in range(10)],
+            "correct": score_histogram(o.score for o in real if o.correct and o.score is not None),
+            "wrong": score_histogram(o.score for o in outcomes if o.wrong and o.score is not None),
+        },
+        "threshold_curve": threshold_curve(outcomes, THRESHOLDS),
         "by_condition": by_condition(real),
         "find_latency": latency_summary([o.seconds for o in outcomes]),
         "find_latency_real_queries": latency_summary([o.seconds for o in real]),
@@ -116,7 +149,6 @@ def run(
             {
                 **asdict(o),
                 "returncode": answers[o.query].returncode,
-                "score": answers[o.query].body.get("score"),
             }
             for o in failures
         ],
@@ -164,13 +196,20 @@ def _count_codes(calls: Any) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def _name(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return path.name
+
+
 def _failure_picture(
-    dataset: Dataset, paths_by_id: dict[str, Path], outcome: Outcome, call: Call, folder: Path
+    query_path: Path, paths_by_id: dict[str, Path], outcome: Outcome, call: Call, folder: Path
 ) -> None:
     """Query | expected target | returned target, side by side, so a person can see why it failed."""
     height = 360
     panels: list[np.ndarray] = []
-    query = cv2.imread(str(dataset.root / outcome.query), cv2.IMREAD_COLOR)
+    query = cv2.imread(str(query_path), cv2.IMREAD_COLOR)
     if query is None:
         return
     corners = call.body.get("corners")
@@ -187,7 +226,7 @@ def _failure_picture(
         if returned is not None:
             panels.append(_panel(returned, f"returned {outcome.returned}", height))
     folder.mkdir(parents=True, exist_ok=True)
-    name = Path(outcome.query).stem + ".png"
+    name = (outcome.group + "." if outcome.group else "") + Path(outcome.query).stem + ".png"
     cv2.imwrite(str(folder / name), np.hstack(panels))
 
 
@@ -197,6 +236,10 @@ def _panel(image: np.ndarray, label: str, height: int) -> np.ndarray:
     framed = cv2.copyMakeBorder(resized, 28, 4, 4, 4, cv2.BORDER_CONSTANT, value=(255, 255, 255))
     cv2.putText(framed, label, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
     return framed
+
+
+def _blank_none(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def _pct(value: Any) -> str:
@@ -237,6 +280,37 @@ def markdown(report: dict[str, Any]) -> str:
         f"| AddImage throughput | {e['targets_per_second']} targets/s |",
         "",
     ]
+    lines += [
+        "## Photos of nothing enrolled, per set",
+        "",
+        "| set | enrolled beside the targets | photos | false matches | FindImage p50 / p95 |",
+        "|---|---|---|---|---|",
+    ]
+    for group, n in report["negative_sets"].items():
+        nl = n["find_latency"]
+        lines.append(
+            f"| {group} | {n['enrolled']} | {n['queries']} | {n['false_matches']} "
+            f"({_pct(n['false_match_rate'])}) | {nl['p50_ms']} / {nl['p95_ms']} ms |"
+        )
+    sc = report["scores"]
+    lines += [
+        "",
+        "## Scores of the answers",
+        "",
+        "| score from | " + " | ".join(f"{b:.1f}" for b in sc["bins"]) + " |",
+        "|---" * (len(sc["bins"]) + 1) + "|",
+        "| right identifier | " + " | ".join(str(c) for c in sc["correct"]) + " |",
+        "| wrong identifier or false match | " + " | ".join(str(c) for c in sc["wrong"]) + " |",
+        "",
+        "| keep answers with score ≥ | recall@1 | wrong | false matches |",
+        "|---|---|---|---|",
+    ]
+    for row in report["threshold_curve"]:
+        lines.append(
+            f"| {row['threshold']:.1f} | {_pct(row['recall_at_1'])} | {row['wrong']} | "
+            f"{row['false_matches']} |"
+        )
+    lines.append("")
     for key, values in report["by_condition"].items():
         lines += [
             f"## By {key}",
@@ -251,11 +325,17 @@ def markdown(report: dict[str, Any]) -> str:
             )
         lines.append("")
     if report["failures"]:
-        lines += ["## Failures", "", "| query | expected | returned | code |", "|---|---|---|---|"]
+        lines += [
+            "## Failures",
+            "",
+            "| query | expected | returned | score | code |",
+            "|---|---|---|---|---|",
+        ]
         for failure in report["failures"]:
             lines.append(
-                f"| {failure['query']} | {failure['expected'] or '(distractor)'} | "
-                f"{failure['returned'] or '(none)'} | {failure['returncode']} |"
+                f"| {failure['query']} | {failure['expected'] or '(nothing enrolled)'} | "
+                f"{failure['returned'] or '(none)'} | {_blank_none(failure['score'])} | "
+                f"{failure['returncode']} |"
             )
         lines += [
             "",
