@@ -29,7 +29,10 @@ def create_app(service: Service) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        admission = VisionAdmission(service.settings.vision_workers, service.settings.vision_queue)
+        settings = service.settings
+        admission = VisionAdmission(
+            settings.vision_workers, settings.vision_queue, settings.vision_queue_timeout
+        )
         app.state.admission = admission
         await anyio.to_thread.run_sync(service.start)
         yield
