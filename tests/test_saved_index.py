@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from imagecloud.index.binary import IndexSettings
@@ -88,3 +89,26 @@ def test_segments_sealed_while_serving_are_saved(tmp_path: Path, blobs: dict[int
     again = _started(tmp_path, {t: blobs[t] for t in range(N_TARGETS)})
     assert again.restored >= N_TARGETS - 2  # the last few rows may still be exact (unsealed) ones
     assert _found(again, 9) == [9]
+
+
+def test_new_entries_never_reuse_a_number_the_saved_segments_hold(
+    tmp_path: Path, blobs: dict[int, bytes]
+) -> None:
+    """A segment written while a removal was under way holds rows of an entry it has no target for (saved
+    with target -1). A target indexed at the next start must not get that entry's number, or it would be
+    hidden with the removed rows."""
+    _started(tmp_path, {t: blobs[t] for t in range(N_TARGETS)})
+    (labels,) = (tmp_path / "exact").glob("*.npz")
+    with np.load(labels) as z:
+        saved = dict(z)
+    newest = int(saved["entries"].argmax())
+    assert saved["targets"][newest] == N_TARGETS - 1
+    saved["targets"][newest] = -1
+    with open(labels, "wb") as f:
+        np.savez(f, **saved)
+    now = {t: blobs[t] for t in range(N_TARGETS - 1)}
+    now[N_TARGETS] = blobs[N_TARGETS]
+    again = _started(tmp_path, now)
+    assert again.restored == N_TARGETS - 1
+    assert _found(again, N_TARGETS) == [N_TARGETS]
+    assert _found(again, N_TARGETS - 1) == []

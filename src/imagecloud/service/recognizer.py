@@ -252,8 +252,12 @@ class Recognizer:
         reused: dict[int, dict[int, np.ndarray]] = {}  # scope -> saved entry -> descriptors
         retired: list[tuple[int, int]] = []
         with self._lock:
-            # Entry numbers continue after the saved ones, which keep theirs (the segments store them).
-            top = max((entry for entry, _ in claims.values()), default=0)
+            # Entry numbers continue after every saved one, claimed or not: the segments store them, and an
+            # unclaimed one stays there as removed, which must not hide a new entry of the same number.
+            top = max(
+                (int(lab.entries.max()) for sv in saved.values() for lab in sv.labels if len(lab.entries)),
+                default=0,
+            )
             self._serial = itertools.count(max(top + 1, next(self._serial)))
             for scope, target_id, blob in items:
                 feats = Features.from_bytes(blob)
