@@ -26,10 +26,12 @@ from imagecloud.storage.blobs import is_blob_key
 log = logging.getLogger(__name__)
 
 
-def _start(service: Service) -> None:
+def _start(service: Service, stopping: threading.Event) -> None:
     try:
         service.start()
-    except BaseException:
+    except Exception:
+        if stopping.is_set():  # shut down while loading: the load fails as the database closes
+            return
         # The server cannot serve without its database and index, and uvicorn's start-up is over by now, so
         # nothing else would stop it: end the process as a failed lifespan start-up would have.
         log.exception("start-up failed")
@@ -38,7 +40,8 @@ def _start(service: Service) -> None:
 
 
 def create_app(service: Service) -> FastAPI:
-    """An app serving ``service``; the lifespan migrates the database and loads the index before serving."""
+    """An app serving ``service``; the lifespan starts migrating the database and loading the index in the
+    background, and the API answers 20015 (and /readyz 503) until that is done."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,8 +52,10 @@ def create_app(service: Service) -> FastAPI:
         app.state.admission = admission
         # The index loads while the port is already open: requests meanwhile hear 20015 + Retry-After and
         # /readyz "not ready", instead of connection errors for as long as the load takes.
-        threading.Thread(target=_start, args=(service,), daemon=True, name="service-start").start()
+        stopping = threading.Event()
+        threading.Thread(target=_start, args=(service, stopping), daemon=True, name="service-start").start()
         yield
+        stopping.set()
         await anyio.to_thread.run_sync(service.stop)
         service.db.dispose()
 
