@@ -6,7 +6,7 @@ DATA_DIR ?= imagecloud-data
 PYTEST_ARGS ?=
 
 .PHONY: serve test lint typecheck unit bench-recognition clean
-.PHONY: bench-reliability bench-crash bench-load bench-fuzz bench-import
+.PHONY: bench-reliability bench-crash bench-load bench-fuzz bench-import bench-slow bench-restart
 
 $(BIN)/imagecloud: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,7 @@ $(VENV)/.bench-deps: pyproject.toml $(BIN)/imagecloud
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	touch $@
 
-bench-reliability: bench-crash bench-fuzz bench-load
+bench-reliability: bench-crash bench-fuzz bench-load bench-restart bench-slow
 
 # SIGKILL storm under AddImage / RemoveImage / FindImage traffic.
 bench-crash: $(BIN)/imagecloud
@@ -51,6 +51,17 @@ bench-crash: $(BIN)/imagecloud
 bench-load: $(BIN)/imagecloud
 	$(BIN)/python -m tests.reliability.load --seed --targets 10000 --users 32 --duration 300 \
 		--data-dir build/load-10k --report $(RESULTS)/load-10k.json
+
+# Start to ready after SIGKILL at 1k and 10k targets (seeded once, as for bench-load), 3 kills each.
+bench-restart: $(BIN)/imagecloud
+	$(BIN)/python -m tests.reliability.restart --targets 1000 --data-dir build/restart-1k \
+		--report $(RESULTS)/restart-1k.json
+	$(BIN)/python -m tests.reliability.restart --targets 10000 --data-dir build/load-10k \
+		--report $(RESULTS)/restart-10k.json
+
+# A thousand connections sending request heads a byte at a time while an owner searches.
+bench-slow: $(BIN)/imagecloud
+	IMAGECLOUD_SLOW_CONNECTIONS=1000 $(BIN)/python -m pytest -p no:xdist -q tests/reliability/test_slow_clients.py
 
 # atheris over the decode path and the form parsing path, both at once, then the report and kept corpus.
 bench-fuzz: $(VENV)/.bench-deps

@@ -63,6 +63,7 @@ def serve(
     import uvicorn
 
     from imagecloud.api import create_app
+    from imagecloud.api.connections import guarded_protocol, raise_open_files_limit
     from imagecloud.api.logs import configure_logging
 
     settings = _settings(data_dir, config, host=host, port=port)
@@ -71,6 +72,8 @@ def serve(
     if demo:
         service.db.migrate()
         _print_demo(service, settings)
+    # Room for the capped connections plus the database, blob and index files.
+    raise_open_files_limit(settings.max_connections + 256)
     uvicorn.run(
         create_app(service),
         host=settings.host,
@@ -81,6 +84,8 @@ def serve(
         access_log=False,
         # SIGTERM: stop accepting, let requests in flight finish (up to this long), then shut down.
         timeout_graceful_shutdown=30,
+        http=guarded_protocol(settings.header_timeout, settings.max_connections),
+        timeout_keep_alive=max(1, settings.idle_timeout),
     )
 
 

@@ -64,8 +64,20 @@ class Settings(BaseSettings):
     # Small on purpose: on 2 cores a FindImage on a 10k-target channel takes ~0.2-0.4 s, so 8 waiting means
     # at most a second or two of queueing; 32 let 32 clients queue for 6-8 s instead of hearing "busy".
     vision_queue: int = 8
+    # Seconds an admitted image request may wait for a vision worker; past it, 20015 with Retry-After. The
+    # queue bound caps how many wait, not for how long: under overload searches slow down and the admitted
+    # ones waited 4-5 s at p99 (bench/results/reliability/). 0 means no deadline.
+    vision_queue_timeout: float = 2.0
     # Seconds a client may take to send a request body (stalled or trickling uploads): past it, HTTP 408.
     body_timeout: float = 60.0
+    # Seconds a connection may take to send a complete request head, counted from its opening and from each
+    # answer it was given; trickled bytes do not extend it. Past it the connection is closed (slowloris).
+    header_timeout: float = 10.0
+    # Whole seconds a kept-alive connection may stay silent after an answer before it is closed.
+    idle_timeout: int = 5
+    # Open connections at most. At the cap a new connection closes the one that has waited longest for a
+    # request head (idle or slow), so idle and slow clients cannot lock out those that send whole requests.
+    max_connections: int = 1000
     # Per-user budget (token bucket): requests per second and burst size; 20015 beyond it. 0 disables it.
     rate_limit_per_second: float = 100.0
     rate_limit_burst: int = 200

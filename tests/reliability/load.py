@@ -163,6 +163,26 @@ def _percentiles(stats_csv: Path) -> dict[str, Any]:
     return rows
 
 
+def _admitted_percentiles(times_ms: dict[str, list[float]]) -> dict[str, Any]:
+    """Latency of the requests the server admitted (answered other than 20015), per endpoint."""
+    report: dict[str, Any] = {}
+    for endpoint, times in sorted(times_ms.items()):
+        ordered = sorted(times)
+
+        def at(q: float, ordered: list[float] = ordered) -> float:
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+        report[endpoint] = {
+            "requests": len(ordered),
+            "p50_ms": at(0.50),
+            "p90_ms": at(0.90),
+            "p95_ms": at(0.95),
+            "p99_ms": at(0.99),
+            "max_ms": round(ordered[-1], 1),
+        }
+    return report
+
+
 def run(
     data_dir: Path, *, targets: int, users: int, duration: int, photos: int = 60, rated: bool = True
 ) -> dict[str, Any]:
@@ -181,6 +201,7 @@ def run(
     acks = work / "acks.txt"
     acks.write_text("")
     outcomes = work / "outcomes.json"
+    admitted = work / "admitted.json"
 
     server = ServerProcess(data_dir, env={"IMAGECLOUD_RATE_LIMIT_PER_SECOND": "0"})
     # Loading the index of a 10k-target channel takes minutes on 2 cores; readiness waits for it.
@@ -208,6 +229,7 @@ def run(
             "IMAGECLOUD_LOAD_ADDS": str(work / "adds"),
             "IMAGECLOUD_LOAD_ACKS": str(acks),
             "IMAGECLOUD_LOAD_OUTCOMES": str(outcomes),
+            "IMAGECLOUD_LOAD_ADMITTED": str(admitted),
         }
         locust = Path(sys.executable).with_name("locust")
         command = [str(locust), "-f", str(LOCUSTFILE), "--headless", "--host", server.url]
@@ -245,6 +267,7 @@ def run(
         "users": users,
         "duration_seconds": round(load_seconds, 1),
         "requests": stats,
+        "admitted": _admitted_percentiles(json.loads(admitted.read_text())),
         "outcomes": counted,
         "errors_other_than_20015": sum(errors.values()),
         "busy_20015": sum(v for k, v in counted.items() if k.endswith(" 20015")),

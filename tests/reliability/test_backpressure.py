@@ -103,3 +103,35 @@ class TestFullQueue:
         assert body["returncode"] == 0
         assert metric(narrow_server, "imagecloud_vision_queue_depth") == 0
         assert metric(narrow_server, "imagecloud_vision_running") == 0
+
+
+@pytest.fixture(scope="module")
+def impatient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One vision worker, room to wait, but a deadline far shorter than one big photo's analysis."""
+    env = {
+        "IMAGECLOUD_VISION_WORKERS": "1",
+        "IMAGECLOUD_VISION_QUEUE": "8",
+        "IMAGECLOUD_VISION_QUEUE_TIMEOUT": "0.01",
+    }
+    server = ServerProcess(tmp_path_factory.mktemp("impatient"), env=env)
+    server.start()
+    yield server
+    server.stop()
+
+
+class TestStartDeadline:
+    def test_admitted_requests_that_cannot_start_in_time_get_20015(
+        self, impatient_server: ServerProcess, big_photo
+    ):
+        """Six requests fit in the queue, but only the first gets the worker before the others' deadline."""
+        account = impatient_server.new_account("deadline")
+        data = {"username": account.username, "secretkey": account.secretkey}
+        responses = burst(impatient_server, [("FindImage", data, big_photo)] * 6)
+        codes = [r.json()["returncode"] for r in responses]
+        assert set(codes) == {0, 20015}, codes
+        for response in responses:
+            if response.json()["returncode"] == 20015:
+                assert int(response.headers["retry-after"]) >= 1
+        # The expired requests gave their places back: the queue is empty and serves again.
+        assert metric(impatient_server, "imagecloud_vision_queue_depth") == 0
+        assert impatient_server.call("FindImage", data, files=jpeg(big_photo))["returncode"] == 0

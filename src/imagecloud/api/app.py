@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,15 +26,36 @@ from imagecloud.storage.blobs import is_blob_key
 log = logging.getLogger(__name__)
 
 
+def _start(service: Service, stopping: threading.Event) -> None:
+    try:
+        service.start()
+    except Exception:
+        if stopping.is_set():  # shut down while loading: the load fails as the database closes
+            return
+        # The server cannot serve without its database and index, and uvicorn's start-up is over by now, so
+        # nothing else would stop it: end the process as a failed lifespan start-up would have.
+        log.exception("start-up failed")
+        logging.shutdown()
+        os._exit(3)
+
+
 def create_app(service: Service) -> FastAPI:
-    """An app serving ``service``; the lifespan migrates the database and loads the index before serving."""
+    """An app serving ``service``; the lifespan starts migrating the database and loading the index in the
+    background, and the API answers 20015 (and /readyz 503) until that is done."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        admission = VisionAdmission(service.settings.vision_workers, service.settings.vision_queue)
+        settings = service.settings
+        admission = VisionAdmission(
+            settings.vision_workers, settings.vision_queue, settings.vision_queue_timeout
+        )
         app.state.admission = admission
-        await anyio.to_thread.run_sync(service.start)
+        # The index loads while the port is already open: requests meanwhile hear 20015 + Retry-After and
+        # /readyz "not ready", instead of connection errors for as long as the load takes.
+        stopping = threading.Event()
+        threading.Thread(target=_start, args=(service, stopping), daemon=True, name="service-start").start()
         yield
+        stopping.set()
         await anyio.to_thread.run_sync(service.stop)
         service.db.dispose()
 

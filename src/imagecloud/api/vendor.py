@@ -53,11 +53,21 @@ async def _refuse_early_when_full(request: Request) -> None:
     try:
         admission.check()
     except SystemBusy:
-        # Read and drop the body chunk by chunk (never held): answering before the client has sent it all
-        # would make many clients see a reset connection instead of the 20015 they can act on.
-        async for _chunk in request.stream():
-            pass
+        await _drain(request)
         raise
+
+
+async def _refuse_while_starting(request: Request, service: Service) -> None:
+    if not service.ready:
+        await _drain(request)
+        raise SystemBusy("starting: the search index is loading")
+
+
+async def _drain(request: Request) -> None:
+    # Read and drop the body chunk by chunk (never held): answering before the client has sent it all
+    # would make many clients see a reset connection instead of the 20015 they can act on.
+    async for _chunk in request.stream():
+        pass
 
 
 def vendor_endpoint(
@@ -77,6 +87,7 @@ def vendor_endpoint(
             returncode = 0
             metrics.in_progress.inc()
             try:
+                await _refuse_while_starting(request, service)
                 if multipart_only:
                     # Image endpoints: a saturated server refuses before parsing (and buffering) the upload.
                     await _refuse_early_when_full(request)

@@ -31,6 +31,8 @@ Segment policy (why upkeep costs little per add, however large the scope):
 * Because the IVF segments share one quantizer, a search assigns each query descriptor to its lists once
   and scans those lists in every segment; the k nearest rows are then taken over all segments of the
   scope, so the votes do not depend on how the rows happen to be split into segments.
+* IVF segments never change once built, so each can be written to disk once (``on_sealed`` tells when the
+  set changed, ``sealed`` lists it, ``restore`` puts a saved set back; the files are ``index.sealed``'s).
 """
 
 from __future__ import annotations
@@ -148,6 +150,14 @@ class Ballot:
         ]
 
 
+_serials = itertools.count(1)
+
+
+def next_serial() -> int:
+    """A number no segment or quantizer of this process has had (for objects read back from disk)."""
+    return next(_serials)
+
+
 @dataclass(frozen=True, eq=False)
 class _Coarse:
     """A scope's trained coarse quantizer, shared by all its IVF segments; read-only once published."""
@@ -156,9 +166,7 @@ class _Coarse:
     nlist: int
     nprobe: int
     trained_rows: int  # live rows of the scope when it was trained
-
-
-_serials = itertools.count(1)
+    serial: int = field(default_factory=lambda: next(_serials))
 
 
 @dataclass(frozen=True, eq=False)
@@ -194,6 +202,26 @@ class SegmentInfo:
 
 
 @dataclass(frozen=True, eq=False)
+class SealedSegment:
+    """An IVF segment as persistence sees it: immutable, so saved once under its serial."""
+
+    serial: int  # unique in this process: the same serial is the same segment
+    index: faiss.IndexBinaryIVF
+    spans: dict[int, tuple[int, int]]  # entry -> its rows (start, stop)
+
+
+@dataclass(frozen=True, eq=False)
+class SealedScope:
+    """A scope's quantizer and IVF segments; its exact (flat) rows are few and rebuilt from the database."""
+
+    quantizer: faiss.IndexBinaryFlat
+    quantizer_serial: int
+    nlist: int
+    trained_rows: int
+    segments: tuple[SealedSegment, ...]
+
+
+@dataclass(frozen=True, eq=False)
 class _Job:
     """Background upkeep: replace ``inputs`` by one segment built from their live rows."""
 
@@ -204,8 +232,12 @@ class _Job:
 class BinaryVotingIndex:
     """Thread-safe per-scope index of 256-bit descriptors answering 'which entries look similar'."""
 
-    def __init__(self, settings: IndexSettings | None = None) -> None:
+    def __init__(
+        self, settings: IndexSettings | None = None, on_sealed: Callable[[], None] | None = None
+    ) -> None:
         self.settings = settings or IndexSettings()
+        # Called (in the job's thread, no lock held) after background upkeep changed the IVF segments.
+        self.on_sealed = on_sealed
         self._swap = threading.Lock()  # guards the dicts below; held only for reference swaps
         self._writers: dict[int, threading.Lock] = {}  # serialises writers of one scope
         self._snapshots: dict[int, _Snapshot] = {}
@@ -275,6 +307,69 @@ class BinaryVotingIndex:
                     # and drops its result (see _finish).
                     self._snapshots[scope] = _Snapshot((segment,), frozenset(), coarse)
         _return_freed_memory()
+
+    def add_rows(self, scope: int, rows: Iterable[tuple[int, np.ndarray]]) -> None:
+        """Bulk insert next to a scope's current segments, as one exact segment that upkeep seals later."""
+        _one_faiss_thread()
+        rows = [(entry, np.ascontiguousarray(desc, dtype=np.uint8)) for entry, desc in rows]
+        if not rows:
+            return
+        segment = _flat_segment(rows)
+        with self._writer(scope):
+            with self._swap:
+                for entry, desc in rows:
+                    self._descriptors[entry] = (scope, desc)
+                snap = self._snapshots.get(scope, _Snapshot())
+                self._snapshots[scope] = _Snapshot((*snap.segments, segment), snap.dead, snap.coarse)
+            self._maintain(scope)
+
+    def sealed(self) -> dict[int, SealedScope]:
+        """The quantizer and IVF segments of every scope that has them (for saving)."""
+        with self._swap:
+            snaps = dict(self._snapshots)
+        out: dict[int, SealedScope] = {}
+        for scope, snap in snaps.items():
+            if snap.coarse is None:
+                continue
+            c = snap.coarse
+            segments = tuple(
+                SealedSegment(seg.serial, seg.index, seg.rows_by_entry)  # type: ignore[arg-type]
+                for seg in snap.segments
+                if seg.coarse is c
+            )
+            out[scope] = SealedScope(c.quantizer, c.serial, c.nlist, c.trained_rows, segments)
+        return out
+
+    def restore(
+        self,
+        scope: int,
+        saved: SealedScope,
+        dead: frozenset[int],
+        descriptors: dict[int, np.ndarray],
+    ) -> None:
+        """Put saved IVF segments back as the scope's only segments.
+
+        ``dead`` are saved entries that are no longer current (searches skip them, upkeep compacts them
+        away); ``descriptors`` are those of the live saved entries, which upkeep needs to rebuild segments.
+        """
+        coarse = _Coarse(
+            saved.quantizer,
+            saved.nlist,
+            min(self.settings.nprobe, saved.nlist),
+            saved.trained_rows,
+            serial=saved.quantizer_serial,
+        )
+        segments = []
+        for seg in saved.segments:
+            seg.index.nprobe = coarse.nprobe
+            rows = int(seg.index.ntotal)
+            segments.append(_Segment(seg.index, rows, seg.spans, coarse=coarse, serial=seg.serial))
+        with self._writer(scope):
+            with self._swap:
+                for entry, desc in descriptors.items():
+                    self._descriptors[entry] = (scope, np.ascontiguousarray(desc, dtype=np.uint8))
+                self._snapshots[scope] = _Snapshot(tuple(segments), dead, coarse)
+            self._maintain(scope)
 
     def _live_rows(self, segments: Iterable[_Segment], dead: frozenset[int]) -> list[tuple[int, np.ndarray]]:
         """Called with ``_swap`` held: the descriptors of the entries in ``segments`` that are alive."""
@@ -367,6 +462,8 @@ class BinaryVotingIndex:
                 self._maintain(scope)
             if job.kind == "train":
                 _return_freed_memory()
+            if built is not None and self.on_sealed is not None:
+                self.on_sealed()
         finally:
             with self._swap:
                 if self._jobs.get(scope) is job:

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -21,6 +21,7 @@ import numpy as np
 
 from imagecloud.errors import FeatureInsufficient, ImageCloudError
 from imagecloud.index.binary import BinaryVotingIndex, Candidate, IndexSettings
+from imagecloud.index.sealed import SavedScope, SegmentStore, fingerprint
 from imagecloud.index.words import Hit, Vocabulary, WordIndex, WordSettings
 from imagecloud.vision.decode import decode_image
 from imagecloud.vision.features import FeatureExtractor, Features, FeatureSettings
@@ -104,6 +105,7 @@ class _Entry:
     scope: int
     target_id: int
     features: Features
+    fingerprint: int = 0  # of the stored features blob: ties saved index rows to one version of a target
 
 
 class Recognizer:
@@ -112,7 +114,8 @@ class Recognizer:
     Two indexes: the exact descriptor index for scopes below ``words_min_targets`` (features kept in
     RAM) and, once a vocabulary exists, the visual-word index, which holds every target and serves the
     large scopes; their candidates' features are read through ``feature_source`` when verified. With
-    ``index_dir`` the vocabulary and the word index are kept on disk between runs.
+    ``index_dir`` the vocabulary, the word index and the exact index's sealed segments are kept on disk
+    between runs.
     """
 
     def __init__(
@@ -132,7 +135,13 @@ class Recognizer:
         self._extractor = FeatureExtractor(self.settings.features)
         self._query_extractor = FeatureExtractor(self.settings.query_features)
         self._second_extractor = FeatureExtractor(self.settings.second_features)
-        self._index = BinaryVotingIndex(self.settings.index)
+        self._store = SegmentStore(index_dir / "exact") if index_dir is not None else None
+        self._index = BinaryVotingIndex(
+            self.settings.index, on_sealed=self.save_exact if self._store is not None else None
+        )
+        self._saving: threading.Thread | None = None
+        self._save_lock = threading.Lock()
+        self.restored = 0  # targets the last load took from the saved segments instead of indexing them
         self._lock = threading.Lock()  # guards the two maps below; never held during vision work
         self._entries: dict[int, _Entry] = {}
         self._current: dict[tuple[int, int], int] = {}  # (scope, target_id) -> entry
@@ -195,7 +204,7 @@ class Recognizer:
         entry = next(self._serial)
         with self._lock:
             old = self._current.get((scope, target_id))
-            self._entries[entry] = _Entry(scope, target_id, feats)
+            self._entries[entry] = _Entry(scope, target_id, feats, fingerprint(features_blob))
         self._index.add(scope, entry, feats.descriptors)
         with self._lock:
             # A replaced image (same id) is retired only once its successor is searchable.
@@ -229,28 +238,110 @@ class Recognizer:
         self._index.drop_scope(scope)
         if self._words is not None:
             self._words.drop_scope(scope)
+        self._save_soon()
 
     def load(self, items: Iterable[tuple[int, int, bytes]]) -> None:
-        """Bulk insert into the exact index at start-up (the word index is opened by :meth:`open_words`)."""
+        """Bulk insert into the exact index at start-up (the word index is opened by :meth:`open_words`).
+
+        With ``index_dir``, rows of the saved segments are reused for every target whose stored features
+        are the ones they were built from; only the rest is indexed (see ``index.sealed``).
+        """
+        saved = self._store.read() if self._store is not None else {}
+        claims = _claims(saved)
         rows: list[tuple[int, int, np.ndarray]] = []
+        reused: dict[int, dict[int, np.ndarray]] = {}  # scope -> saved entry -> descriptors
         retired: list[tuple[int, int]] = []
         with self._lock:
+            # Entry numbers continue after every saved one, claimed or not: the segments store them, and an
+            # unclaimed one stays there as removed, which must not hide a new entry of the same number.
+            top = max(
+                (int(lab.entries.max()) for sv in saved.values() for lab in sv.labels if len(lab.entries)),
+                default=0,
+            )
+            self._serial = itertools.count(max(top + 1, next(self._serial)))
             for scope, target_id, blob in items:
                 feats = Features.from_bytes(blob)
-                if (scope, target_id) not in self._current:
+                print_ = fingerprint(blob)
+                key = (scope, target_id)
+                old = self._current.get(key)
+                if old is None:
                     self._counts[scope] = self._counts.get(scope, 0) + 1
-                entry = next(self._serial)
-                old = self._current.get((scope, target_id))
-                if old is not None:
+                else:
                     retired.append((scope, old))
-                self._entries[entry] = _Entry(scope, target_id, feats)
-                self._current[(scope, target_id)] = entry
-                rows.append((scope, entry, feats.descriptors))
-        self._index.load(rows)
+                claim = claims.pop(key, None)
+                if claim is not None and claim[1] == print_ and old is None:
+                    entry = claim[0]
+                    reused.setdefault(scope, {})[entry] = feats.descriptors
+                else:
+                    entry = next(self._serial)
+                    rows.append((scope, entry, feats.descriptors))
+                self._entries[entry] = _Entry(scope, target_id, feats, print_)
+                self._current[key] = entry
+        restored = self._restore(saved, reused, rows)
+        self._index.load(r for r in rows if r[0] not in restored)
+        for scope in restored:
+            self._index.add_rows(scope, ((e, d) for sc, e, d in rows if sc == scope))
         for scope, old in retired:
             self._retire(scope, old)
-        for scope in {r[0] for r in rows}:
+        for scope in {r[0] for r in rows} | restored:
             self._grow_check(scope)
+        self._save_soon()
+
+    def _restore(
+        self,
+        saved: dict[int, SavedScope],
+        reused: dict[int, dict[int, np.ndarray]],
+        rows: list[tuple[int, int, np.ndarray]],
+    ) -> set[int]:
+        """Put back the saved segments still worth keeping; returns the scopes restored.
+
+        A segment of which too many rows no longer belong to current targets is not kept (compacting it
+        would rebuild it anyway): its current targets join ``rows`` and are indexed afresh.
+        """
+        keep_share = 1.0 - self.settings.index.compact_dead_fraction
+        restored: set[int] = set()
+        count = 0
+        for scope, scope_saved in saved.items():
+            live = reused.get(scope, {})
+            kept = []
+            for seg in scope_saved.sealed.segments:
+                live_rows = sum(b - a for e, (a, b) in seg.spans.items() if e in live)
+                if live_rows > 0 and live_rows >= keep_share * seg.index.ntotal:
+                    kept.append(seg)
+                else:
+                    rows.extend((scope, e, live.pop(e)) for e in seg.spans if e in live)
+            if not kept:
+                continue
+            dead = frozenset(e for seg in kept for e in seg.spans if e not in live)
+            descriptors = {e: live[e] for seg in kept for e in seg.spans if e in live}
+            self._index.restore(scope, replace(scope_saved.sealed, segments=tuple(kept)), dead, descriptors)
+            restored.add(scope)
+            count += len(descriptors)
+        self.restored = count
+        return restored
+
+    def save_exact(self) -> None:
+        """Write the exact index's sealed segments not on disk yet, and a manifest naming the current ones."""
+        if self._store is None:
+            return
+        try:
+            # One save at a time, each taking its view of the index inside: an older view written after a
+            # newer one would delete the newer one's files.
+            with self._save_lock:
+                with self._lock:
+                    labels = {entry: (e.target_id, e.fingerprint) for entry, e in self._entries.items()}
+                self._store.save(self._index.sealed(), labels)
+        except Exception:  # the saved index is only a shortcut: indexing goes on, a restart rebuilds more
+            log.exception("saving the exact index failed")
+
+    def _save_soon(self) -> None:
+        """Save in the background: writing a large segment must not delay start-up or a request."""
+        if self._store is None:
+            return
+        thread = threading.Thread(target=self.save_exact, daemon=True, name="index-save")
+        with self._lock:
+            self._saving = thread
+        thread.start()
 
     def __len__(self) -> int:
         with self._lock:
@@ -333,6 +424,14 @@ class Recognizer:
         self._index.wait_idle()
         self.wait_words()
 
+    def wait_saved(self) -> None:
+        """Block until upkeep and the last background save of the exact index are done (tests, benchmarks)."""
+        self._index.wait_idle()
+        with self._lock:
+            saving = self._saving
+        if saving is not None:
+            saving.join()
+
     def wait_words(self) -> None:
         """Block until a vocabulary training started by growth has finished (tests, benchmarks)."""
         with self._lock:
@@ -386,6 +485,7 @@ class Recognizer:
             for k in keys:
                 self._entries.pop(self._current.pop(k), None)
         self._index.drop_scope(scope)
+        self._save_soon()
         log.info("channel %d now searched through the word index", scope)
 
     def _features_of(self, target_ids: Sequence[int]) -> dict[int, Features]:
@@ -569,3 +669,21 @@ class Recognizer:
                     seen.add(key)
                     out.append(m)
         return out[:wanted]
+
+
+def _claims(saved: dict[int, SavedScope]) -> dict[tuple[int, int], tuple[int, int]]:
+    """(scope, target id) -> (entry, features fingerprint) of the saved rows; the newest entry of a target
+    wins (an older one was being replaced when the save was made)."""
+    claims: dict[tuple[int, int], tuple[int, int]] = {}
+    for scope, scope_saved in saved.items():
+        for labels in scope_saved.labels:
+            triples = zip(
+                labels.entries.tolist(), labels.targets.tolist(), labels.fingerprints.tolist(), strict=True
+            )
+            for entry, target, print_ in triples:
+                if target < 0:
+                    continue
+                known = claims.get((scope, target))
+                if known is None or known[0] < entry:
+                    claims[(scope, target)] = (entry, print_)
+    return claims

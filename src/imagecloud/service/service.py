@@ -89,11 +89,16 @@ class Service:
             self.recognizer.save_words()
         self.recognizer.load(self._stored_features(skip_channels=self.recognizer.word_scopes()))
         self.ready = True
-        log.info("ready: %d targets indexed", len(self.recognizer))
+        log.info(
+            "ready: %d targets indexed, %d of them from the saved index",
+            len(self.recognizer),
+            self.recognizer.restored,
+        )
 
     def stop(self) -> None:
         """Orderly shutdown: save the word index so the next start reads it instead of rebuilding it."""
-        self.recognizer.save_words()
+        if self.ready:  # a start still loading has nothing complete to save
+            self.recognizer.save_words()
 
     def _census(self) -> tuple[dict[int, int], np.ndarray]:
         """Targets per channel, and every target id."""
