@@ -68,6 +68,7 @@ from imagecloud.service import Service, build_service
 from imagecloud.service import validation as check
 from imagecloud.service.recognizer import Recognizer, RecognizerSettings, TargetAnalysis
 from imagecloud.storage import Channel
+from imagecloud.storage.lock import DataDirInUse, DataDirLock
 
 ADDED = "added"
 PRESENT = "present"  # the identifier was already in the channel: skipped without analysis
@@ -235,7 +236,13 @@ def open_service(settings: Settings) -> Service:
             "be searchable until it restarts. Import through it with --url (and --username/--secretkey), or "
             "stop it first."
         )
+    try:
+        # Held until the process ends: the import adds files and rows as a server would.
+        lock = DataDirLock(settings.data_dir, "imagecloud import").acquire()
+    except DataDirInUse as error:
+        raise ImportFailed(f"{error} Import through the server with --url, or stop it first.") from None
     service = build_service(settings)
+    service.data_lock = lock
     service.db.migrate()
     service.recognizer = _StoreOnlyRecognizer(service.recognizer.settings)
     return service
