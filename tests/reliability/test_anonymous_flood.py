@@ -4,12 +4,21 @@ A CI-sized flood: 32 connections fetching previews of every size and originals o
 the per-address file budget switched off, so only the separation of the two kinds of work is tested. The
 owner's FindImage must keep answering as if the flood were not there: never 20015. (Before previews were
 stored files, each one was rendered in the owners' image-work queue and the owner got 20015.)
+
+``make bench-flood`` runs the long version (``IMAGECLOUD_FLOOD_FINDS``) and writes what it saw to
+``IMAGECLOUD_FLOOD_REPORT``: result codes, the owner's FindImage times (reported, never asserted) and the
+flood's answers.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,10 +28,10 @@ from tests.api.helpers import add_ok, find_in
 from tests.server import ServerProcess
 
 CONNECTIONS = 32
-FINDS = 12
+FINDS = int(os.environ.get("IMAGECLOUD_FLOOD_FINDS", "12"))
 # Each flooding connection stops after this many requests even if the owner is not done, so the test
 # ends whatever happens.
-MAX_REQUESTS = 400
+MAX_REQUESTS = 40 * FINDS
 SIZES = (64, 128, 256, 512, 1024)
 
 
@@ -72,16 +81,42 @@ def test_owner_finds_are_answered_during_an_anonymous_flood(flooded_server: Serv
     for thread in threads:
         thread.start()
     answers = []
+    seconds = []
     try:
         flooding.wait()
         for _ in range(FINDS):
+            started = time.perf_counter()
             answers.append(find_in(server, account, photo))
+            seconds.append(time.perf_counter() - started)
     finally:
         owner_done.set()
         for thread in threads:
             thread.join()
+    if report := os.environ.get("IMAGECLOUD_FLOOD_REPORT"):
+        write_report(Path(report), answers, seconds, statuses)
     assert not errors, errors[0]
     assert [a["returncode"] for a in answers] == [0] * FINDS, answers
     assert all(a["identifier"] == "big" for a in answers)
     # Served from files, or (a size never asked for before, while its one rendering is queued) 503.
     assert set(statuses) <= {200, 503}
+
+
+def write_report(
+    path: Path, answers: list[dict[str, object]], seconds: list[float], statuses: list[int]
+) -> None:
+    ordered = sorted(seconds)
+
+    def percentile(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
+
+    body = {
+        "connections": CONNECTIONS,
+        "finds": len(answers),
+        "find_returncodes": dict(Counter(str(a["returncode"]) for a in answers)),
+        "find_ms": {"p50": percentile(0.5), "p95": percentile(0.95), "max": percentile(1.0)},
+        "flood_requests": len(statuses),
+        "flood_statuses": dict(Counter(str(status) for status in statuses)),
+        "load_average": os.getloadavg(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body, indent=2) + "\n")
