@@ -83,7 +83,7 @@ class TestOneServerPerDirectory:
         assert second.returncode == 1
         assert f"in use by process {fresh_server.process.pid} on " in err
         assert "imagecloud serve, since " in err
-        assert "PostgreSQL" in err  # where to go for several servers
+        assert "several servers need a shared database and blob store" in err
         # The first server was not disturbed.
         photo = imagegen.encode(imagegen.photo(poster, seed=5).image)
         assert find_in(fresh_server, account, photo)["identifier"] == "poster"

@@ -25,8 +25,8 @@ LOCK_FILE = "imagecloud.lock"
 
 # Several servers on one set of data is the cluster deployment, not the embedded one.
 CLUSTER_HINT = (
-    "To run several servers on the same data, use a shared database and blob store "
-    "(database_url = PostgreSQL, blob_dir on shared storage; see the README, Configuration)."
+    "An embedded data directory serves one server; several servers need a shared database and blob "
+    "store (see the README, 'One server per data directory')."
 )
 
 
