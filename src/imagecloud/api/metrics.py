@@ -43,9 +43,12 @@ def may_read_metrics(request: Request, token: str) -> Response | None:
         return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     host = request.client.host if request.client else ""
     try:
-        loopback = ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
-        loopback = False
+        return Response(status_code=403)
+    # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    loopback = (mapped or address).is_loopback
     if loopback and not any(name in request.headers for name in _FORWARDING_HEADERS):
         return None
     return Response(status_code=403)
