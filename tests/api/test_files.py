@@ -89,7 +89,7 @@ class TestStoredPreviews:
     def test_a_missing_preview_is_rendered_once_then_kept(
         self, server: ServerProcess, account: Account, target_jpeg
     ) -> None:
-        """Targets stored without previews (an in-process import, an older version) still get them."""
+        """Targets stored without previews (by an earlier version) still get them."""
         add_ok(server, account, "older", target_jpeg)
         url = imageurl(server, account, "older")
         for path in (server.data_dir / "thumbnails").glob(f"*/{url.rsplit('/', 1)[-1]}-*.jpg"):

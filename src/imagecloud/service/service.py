@@ -25,7 +25,6 @@ from imagecloud.errors import (
     ChannelNotFound,
     FileTooLarge,
     IdentifierTaken,
-    ImageCloudError,
     InvalidParameter,
     NotYourChannel,
     QuotaExceeded,
@@ -43,7 +42,7 @@ from imagecloud.storage.blobs import new_blob_key
 from imagecloud.storage.lock import DataDirLock
 from imagecloud.storage.thumbnails import ThumbnailStore
 from imagecloud.vision.rating import LEVEL_BANDS, MIN_KEYPOINTS, MIN_MATCHRATIO, MIN_REFOUND
-from imagecloud.vision.thumbnail import PRERENDERED, thumbnails
+from imagecloud.vision.thumbnail import stored_previews
 
 log = logging.getLogger(__name__)
 
@@ -441,13 +440,7 @@ class Service:
             return indexed
 
     def _render_previews(self, data: bytes) -> dict[int, bytes]:
-        """The previews stored with a target; none if they cannot be made (then they are made on request)."""
-        try:
-            return thumbnails(data, sizes=PRERENDERED, max_pixels=self.settings.max_pixels)
-        except ImageCloudError as error:
-            # The upload passed the analysis, so it is a usable target even if a colour preview fails.
-            log.warning("no stored previews: %s", error.detail or error.message)
-            return {}
+        return stored_previews(data, max_pixels=self.settings.max_pixels)
 
     def _delete_files(self, key: str) -> None:
         # Previews first: a crash in between leaves an original without a row, which the sweep finds.
@@ -465,7 +458,13 @@ class Service:
         return found, present
 
     def add_analysed(
-        self, channel: Channel, identifier: str, metadata: str | None, data: bytes, analysis: TargetAnalysis
+        self,
+        channel: Channel,
+        identifier: str,
+        metadata: str | None,
+        data: bytes,
+        analysis: TargetAnalysis,
+        previews: dict[int, bytes] | None = None,
     ) -> int:
         """AddImage for the operator's ``imagecloud import``, with the image analysed beforehand.
 
@@ -473,7 +472,8 @@ class Service:
         ``Recognizer.analyse_target(data)`` under this service's recognizer settings (the import runs it in
         worker processes). The rest is AddImage without authentication: the same checks in the same order
         (20002, 20010, 20016/20012, 20006; a channel deleted meanwhile is 20003) and the same write, so the
-        stored target is the one AddImage would store. Returns the new target's id.
+        stored target is the one AddImage would store (``previews``: ``stored_previews(data)``, made in
+        the workers too). Returns the new target's id.
         """
         meta = check.metadata(metadata, self.settings.max_metadata_bytes)
         ident = check.identifier(identifier)
@@ -483,7 +483,7 @@ class Service:
             raise FileTooLarge(f"upload of {len(data)} bytes exceeds {self.settings.max_add_bytes}")
         # _write_target checks, under the channel lock, that the channel still exists, the identifier is free
         # and the quota has room.
-        return self._write_target(channel, ident, meta, data, analysis)
+        return self._write_target(channel, ident, meta, data, analysis, previews=previews)
 
     # ------------------------------------------------------------------ UpdateImage (extension)
 

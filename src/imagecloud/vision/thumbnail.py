@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from imagecloud.errors import FileTooLarge, UnsupportedFormat
+from imagecloud.errors import FileTooLarge, ImageCloudError, UnsupportedFormat
 from imagecloud.vision.decode import _apply_orientation, read_header
 
 _REDUCED_COLOR = (
@@ -28,6 +28,15 @@ PRERENDERED = (256, 1024)
 
 def nearest_size(size: int) -> int:
     return min(SIZES, key=lambda allowed: abs(allowed - size))
+
+
+def stored_previews(data: bytes, *, max_pixels: int) -> dict[int, bytes]:
+    """The previews kept with a target (size → JPEG); none if they cannot be made from an image that the
+    analysis accepted (they are then made when first asked for)."""
+    try:
+        return thumbnails(data, sizes=PRERENDERED, max_pixels=max_pixels)
+    except ImageCloudError:
+        return {}
 
 
 def thumbnail(data: bytes, *, size: int, max_pixels: int, quality: int = 85) -> bytes:
