@@ -42,8 +42,10 @@ router = APIRouter()
 # Seconds a browser or shared cache may reuse an answer before asking again (a 304 when unchanged).
 MAX_AGE_SECONDS = 60
 CACHE_CONTROL = f"public, max-age={MAX_AGE_SECONDS}, must-revalidate"
-# Previews missing from disk waiting for the one render thread; beyond it, 503 at once.
-RENDER_QUEUE = 4
+# Previews missing from disk waiting for the one render thread; beyond it, 503 at once. More than a browser
+# opens at once to one host (6), so one person paging through targets stored without previews never sees
+# a refusal; ~10-50 ms each, so the last one waits about a second at worst.
+RENDER_QUEUE = 16
 
 T = TypeVar("T")
 

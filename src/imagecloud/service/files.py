@@ -50,6 +50,10 @@ class Files:
 
     def render_thumbnail(self, blob_key: str, size: int) -> bytes | None:
         """Render, keep and return a preview; None when the original is gone."""
+        # Requests for the same preview queue up together: all but the first find it made.
+        kept = self.thumbnails.get(blob_key, size)
+        if kept is not None:
+            return kept
         data = self.original(blob_key)
         if data is None:
             return None
