@@ -104,6 +104,13 @@ class TestChannels:
         cli(server, "channel", "set-quota", unique("nochannel"), "3", ok=False)
 
 
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_serve_demo_prints_credentials_and_a_working_curl_line(tmp_path: Path):
     port = free_port()
@@ -127,13 +134,13 @@ def test_serve_demo_prints_credentials_and_a_working_curl_line(tmp_path: Path):
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        # Ready, or the test stops here: a server still loading its index answers 503, and the curl lines
+        # below must not run against it (nor this loop spin on a core the server needs).
+        deadline = time.monotonic() + 120
+        while not _ready(port):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the demo server never became ready"
+            time.sleep(0.1)
         text = log.read_text()
         assert "username:  demo" in text
         assert "secretkey: " in text

@@ -16,6 +16,7 @@ import typer
 from imagecloud.config import Settings, load_settings
 from imagecloud.errors import ImageCloudError
 from imagecloud.service import Service, build_service
+from imagecloud.storage.lock import DataDirInUse, DataDirLock
 
 app = typer.Typer(no_args_is_help=True, help="imagecloud: image cloud recognition service.")
 user_app = typer.Typer(no_args_is_help=True, help="Manage users (API accounts).")
@@ -68,7 +69,9 @@ def serve(
 
     settings = _settings(data_dir, config, host=host, port=port)
     configure_logging(log_level, as_json=settings.log_json)
+    lock = _lock_embedded(settings, "imagecloud serve")
     service = build_service(settings)
+    service.data_lock = lock
     if demo:
         service.db.migrate()
         _print_demo(service, settings)
@@ -86,7 +89,27 @@ def serve(
         timeout_graceful_shutdown=30,
         http=guarded_protocol(settings.header_timeout, settings.max_connections),
         timeout_keep_alive=max(1, settings.idle_timeout),
+        # Forwarded client addresses only from the proxies the operator named (none by default): they
+        # decide whose anonymous budget a request spends and who may read /metrics.
+        proxy_headers=bool(settings.trusted_proxies.strip()),
+        forwarded_allow_ips=settings.trusted_proxies.strip() or None,
     )
+
+
+def _lock_embedded(settings: Settings, command: str) -> DataDirLock | None:
+    """The data directory's lock when the database is an SQLite file (the embedded deployment).
+
+    A server on it keeps the search index in memory and sweeps unreferenced blob files at start, so a
+    second one would destroy the first one's adds in flight. Servers sharing another database run without
+    it (and their sweep keeps young files).
+    """
+    if not settings.resolved_database_url.startswith("sqlite"):
+        return None
+    try:
+        return DataDirLock(settings.data_dir, command).acquire()
+    except DataDirInUse as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=1) from None
 
 
 def _print_demo(service: Service, settings: Settings) -> None:

@@ -83,10 +83,24 @@ class Settings(BaseSettings):
     rate_limit_burst: int = 200
     # GetImage without credentials (allowed by the contract) cannot be charged to a user, so it gets the same
     # kind of budget per client address (an IPv6 /64 counts as one address); 20015 beyond it, 0 disables it.
-    # Behind a reverse proxy the address comes from X-Forwarded-For only when the proxy is trusted
-    # (uvicorn's FORWARDED_ALLOW_IPS, 127.0.0.1 by default); otherwise all clients share the proxy's budget.
     anonymous_rate_limit_per_second: float = 20.0
     anonymous_rate_limit_burst: int = 100
+    # The files behind imageurl (originals and previews) need no credentials either: a budget per client
+    # address (HTTP 429 beyond it, 0 disables it), sized for a console page of 100 previews at once, and a
+    # few threads of their own for the reads, so anonymous traffic never uses the owners' capacity.
+    file_rate_limit_per_second: float = 50.0
+    file_rate_limit_burst: int = 300
+    file_workers: int = 4
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: comma-separated addresses or
+    # networks (e.g. "127.0.0.1" for a proxy on the same host). Empty: the headers are ignored and the
+    # client address is the connection's, since anyone can send such a header and pick a fresh address
+    # (and a fresh anonymous budget) for every request. Behind a proxy that is not listed, all clients
+    # share the proxy's address and its budgets.
+    trusted_proxies: str = ""
+    # /metrics shows every tenant's request counts. Empty: served only to connections from the loopback
+    # interface that do not come through a proxy. Set: served to any caller that sends
+    # "Authorization: Bearer <token>", and to no one else.
+    metrics_token: str = ""
     # Log lines as JSON objects (one per line, with the request id) or as plain text.
     log_json: bool = True
 

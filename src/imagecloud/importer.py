@@ -68,6 +68,8 @@ from imagecloud.service import Service, build_service
 from imagecloud.service import validation as check
 from imagecloud.service.recognizer import Recognizer, RecognizerSettings, TargetAnalysis
 from imagecloud.storage import Channel
+from imagecloud.storage.lock import DataDirInUse, DataDirLock
+from imagecloud.vision.thumbnail import stored_previews
 
 ADDED = "added"
 PRESENT = "present"  # the identifier was already in the channel: skipped without analysis
@@ -235,7 +237,13 @@ def open_service(settings: Settings) -> Service:
             "be searchable until it restarts. Import through it with --url (and --username/--secretkey), or "
             "stop it first."
         )
+    try:
+        # Held until the process ends: the import adds files and rows as a server would.
+        lock = DataDirLock(settings.data_dir, "imagecloud import").acquire()
+    except DataDirInUse as error:
+        raise ImportFailed(f"{error} Import through the server with --url, or stop it first.") from None
     service = build_service(settings)
+    service.data_lock = lock
     service.db.migrate()
     service.recognizer = _StoreOnlyRecognizer(service.recognizer.settings)
     return service
@@ -287,6 +295,7 @@ def _flock_type_pid(packed: bytes) -> tuple[int, int]:
 class _Analysed:
     data: bytes
     analysis: TargetAnalysis
+    previews: dict[int, bytes]
     cpu: float
 
 
@@ -315,11 +324,13 @@ def _analyse(path: str, max_bytes: int) -> _Analysed | _Failed:
         if len(data) > max_bytes:
             raise FileTooLarge(f"{len(data)} bytes, more than {max_bytes}")
         analysis = _worker_recognizer.analyse_target(data)
+        # Made here, beside the analysis, so that this process only writes them.
+        previews = stored_previews(data, max_pixels=_worker_recognizer.settings.max_pixels)
     except ImageCloudError as error:
         return _Failed(error.returncode, error.message, error.detail or "")
     except OSError as error:
         return _Failed(ImageCloudError.returncode, ImageCloudError.message, f"cannot read: {error}")
-    return _Analysed(data, analysis, time.thread_time() - started)
+    return _Analysed(data, analysis, previews, time.thread_time() - started)
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
@@ -381,7 +392,9 @@ def enrol_in_process(
                 timing.analysis_cpu += result.cpu
                 started = time.perf_counter()
                 try:
-                    service.add_analysed(channel, ident, candidate.metadata, result.data, result.analysis)
+                    service.add_analysed(
+                        channel, ident, candidate.metadata, result.data, result.analysis, result.previews
+                    )
                 except QuotaExceeded as error:
                     full = error  # nothing more fits: the rest is rejected without analysis
                     yield _rejected(name, ident, error)

@@ -6,6 +6,7 @@ from imagecloud.config import Settings
 from imagecloud.service.recognizer import Recognizer, RecognizerSettings
 from imagecloud.service.service import ChannelInfo, Service, Upload
 from imagecloud.storage import Database, LocalBlobStore
+from imagecloud.storage.thumbnails import ThumbnailStore
 
 
 def build_service(settings: Settings) -> Service:
@@ -23,6 +24,7 @@ def build_service(settings: Settings) -> Service:
             ),
             index_dir=settings.data_dir / "index",
         ),
+        previews=ThumbnailStore(settings.data_dir / "thumbnails"),
     )
 
 
