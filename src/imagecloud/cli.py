@@ -344,6 +344,16 @@ def bench_recognition(
             "split: enrol even-numbered, query odd-numbered ones."
         ),
     ] = "self",
+    min_score: Annotated[
+        float | None,
+        typer.Option(
+            help="In-process: answer from this score on (default: the service's). 0 shows the whole "
+            "score distribution and threshold curve, including answers the service would refuse."
+        ),
+    ] = None,
+    second_pass: Annotated[
+        str | None, typer.Option(help="In-process: always | evidence | off (default: the service's).")
+    ] = None,
     negatives: Annotated[
         list[Path] | None,
         typer.Option(
@@ -368,7 +378,8 @@ def bench_recognition(
     else:
         if data_dir is not None and data_dir.exists() and any(data_dir.iterdir()):
             raise typer.BadParameter(f"{data_dir} is not empty")
-        backend = InProcessBackend(data_dir)
+        overrides = {"min_score": min_score, "second_pass": second_pass}
+        backend = InProcessBackend(data_dir, **{k: v for k, v in overrides.items() if v is not None})
     target = out or Path("bench/results") / f"recognition-{data.name}"
     last = [0.0]
 

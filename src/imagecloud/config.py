@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -52,9 +52,14 @@ class Settings(BaseSettings):
     # core keeps every core busy without oversubscribing.
     vision_workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
     # When a photo matches nothing, look again at higher resolution (finds small and steeply tilted prints;
-    # costs several times a normal search on photos of nothing enrolled). Off for frame-streaming clients
-    # that mostly send empty scenes and care more about capacity than about far-away targets.
-    second_pass: bool = True
+    # costs several times a normal search on photos of nothing enrolled). "always"; "evidence": only when
+    # some target fitted the photo geometrically without being accepted (cheap on empty scenes, but small
+    # prints are mostly missed: bench/results/); "off". true/false are accepted for always/off.
+    second_pass: Literal["always", "evidence", "off"] = "always"
+    # FindImage answers a target only when its score reaches this (0..1; 0.5 = coverage and re-finding both
+    # at their minimum, see docs/RECOGNITION.md). Higher trades recall for even fewer wrong answers; the
+    # recognition benchmark reports what each threshold keeps.
+    min_score: float = Field(default=0.5, ge=0.0, le=1.0)
     # Channels with at least this many targets are searched through the visual-word index (~1.8 KB of RAM
     # per target instead of ~175 KB) at a measured cost in recall (bench/results/scale/): past this size the
     # exact index no longer fits in RAM comfortably. The vocabulary is trained on the enrolled targets the
@@ -103,6 +108,15 @@ class Settings(BaseSettings):
     metrics_token: str = ""
     # Log lines as JSON objects (one per line, with the request id) or as plain text.
     log_json: bool = True
+
+    @field_validator("second_pass", mode="before")
+    @classmethod
+    def _second_pass_switch(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return "always" if value else "off"
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no"):
+            return "always" if value.lower() in ("true", "1", "yes", "on") else "off"
+        return value
 
     @property
     def resolved_database_url(self) -> str:
