@@ -53,7 +53,10 @@ class RecognizerSettings:
     acceptance: AcceptanceSettings = field(default_factory=AcceptanceSettings)
     # Candidates still verified after the answer is accepted: a competing target at the same place makes
     # the photo ambiguous, and a second print in it may be the more prominent one.
-    competitors: int = 2
+    competitors: int = 4
+    # ... among candidates with at least this share of the accepted one's votes: a competing subject or a
+    # second print draws votes like the first; the usual runner-up of a photo of one print has ~1/8.
+    competitor_votes: float = 0.25
     shortlist: int = 10  # candidates geometrically verified per search
     min_query_keypoints: int = 40  # fewer and a photo cannot be searched (FeatureInsufficient)
     min_votes: float = 8.0  # candidates with fewer descriptor votes are not worth verifying
@@ -64,8 +67,14 @@ class RecognizerSettings:
     second_pass: str = "always"
     second_working_size: int = 1400  # long side the photo is re-analysed at, upsampled if need be
     second_max_upsample: float = 1.5  # tiny photos are not blown up further: they hold nothing more
+    # Only keypoints of pyramid levels 0-3 vote in the second pass: at 1.2^3 = 1.73 < 1400/800 they are finer
+    # than anything the first pass saw, while coarser ones repeat its scales and add only noise votes
+    # (measured on the synthetic views: scale-15 66 -> 77%, tilt-60 93 -> 97%, and cheaper).
+    second_vote_octaves: int = 3
+    second_shortlist: int = 10  # second-pass candidates verified
+    # 2,000 dense keypoints found as much as 3,000 on small and steep prints, at ~4/5 of the cost.
     second_features: FeatureSettings = field(
-        default_factory=lambda: FeatureSettings(candidates=10_000, keep=3000, fast_threshold=8)
+        default_factory=lambda: FeatureSettings(candidates=8000, keep=2000, fast_threshold=8)
     )
     # Scopes with at least this many targets are searched through the visual-word index, whose RAM per
     # target is ~1/100 of the exact index's (1.8 KB against 176 KB of process RSS, bench/results/scale/);
@@ -623,8 +632,10 @@ class Recognizer:
             width=img.width, height=img.height, features=feats, gray=gray, scale=scale, data=b""
         )
         if scopes:
-            candidates = self._index.ballot(feats.descriptors, scopes).top(limit)
-            self._verify_candidates(dense, candidates, s.min_votes, wanted, findings, set())
+            # Only the detail the first pass could not see votes: coarser keypoints repeat its scales.
+            fine = feats.octaves <= s.second_vote_octaves
+            candidates = self._index.ballot(feats.descriptors[fine], scopes).top(s.second_shortlist)
+            self._verify_candidates(dense, candidates, s.min_votes * fine.mean(), wanted, findings, set())
         if word_scopes and findings.accepted < wanted:
             self._verify_hits(dense, word_scopes, wanted, findings)
 
@@ -637,9 +648,12 @@ class Recognizer:
         findings: Findings,
         tried: set[int],
     ) -> None:
-        checked = _Budget(wanted, self.settings.competitors)
-        for cand in candidates:
-            if cand.votes < min_votes or checked.spent(findings):
+        s = self.settings
+        checked = _Budget(wanted, s.competitors)
+        accepted_votes = 0.0
+        for cand in candidates:  # best-voted first
+            weak = cand.votes < min_votes or cand.votes < s.competitor_votes * accepted_votes
+            if weak or checked.spent(findings):
                 break
             if cand.entry in tried:
                 continue
@@ -647,7 +661,10 @@ class Recognizer:
             with self._lock:
                 e = self._entries.get(cand.entry)
             if e is not None:
+                before = findings.accepted
                 self._check(query, e.features, (e.scope, e.target_id), cand.entry, findings)
+                if findings.accepted > before and not accepted_votes:
+                    accepted_votes = cand.votes
 
     def _check(
         self, query: QueryAnalysis, target: Features, key: tuple[int, int], entry: int, findings: Findings
