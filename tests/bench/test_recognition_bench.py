@@ -42,6 +42,10 @@ def test_in_process_report(dataset_dir: Path, tmp_path: Path) -> None:
         "found_itself": 0,
     }
     assert set(report["by_condition"]["condition"]) == {"baseline", "rotate-90"}
+    # Recall per level AddImage gave each photo's target: what the level predicts.
+    by_level = report["by_condition"]["target level"]
+    assert set(by_level) <= {"1", "2", "3", "4", "5"}
+    assert sum(v["queries"] for v in by_level.values()) == 8
     assert report["find_latency"]["count"] == 10
     assert report["machine"]["cores"] >= 1
     written = json.loads((tmp_path / "report.json").read_text())

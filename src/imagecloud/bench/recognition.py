@@ -81,12 +81,19 @@ def run(
     paths_by_id = dict(enrol_items)
     enrolled_ids = set(paths_by_id)
 
-    enrol = _enrol(backend, enrol_items, workers, progress)
+    enrol, target_levels = _enrol(backend, enrol_items, workers, progress)
 
     outcomes: list[Outcome] = []
     answers: dict[str, Call] = {}
     photos: list[tuple[Path, str, str | None, tuple[tuple[str, str], ...], str | None, str]] = [
-        (q.path, _name(q.path, dataset.root), q.target, tuple(sorted(q.conditions.items())), None, "")
+        (
+            q.path,
+            _name(q.path, dataset.root),
+            q.target,
+            _conditions(q.conditions, target_levels, q.target),
+            None,
+            "",
+        )
         for q in dataset.queries
     ]
     for path in queried_distractors:
@@ -160,9 +167,17 @@ def run(
     return report
 
 
+def _conditions(given: dict[str, str], levels: dict[str, int], target: str) -> tuple[tuple[str, str], ...]:
+    """A photo's conditions plus its target's AddImage level: recall per level shows what it predicts."""
+    level = levels.get(target)
+    extra = {"target level": str(level) if level is not None else "not enrolled"}
+    return tuple(sorted({**given, **extra}.items()))
+
+
 def _enrol(
     backend: Backend, items: list[tuple[str, Path]], workers: int, progress: Progress
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """Enrolment figures, and the level of every identifier that was accepted."""
     done = 0
     calls: list[Call] = []
 
@@ -171,14 +186,17 @@ def _enrol(
         return backend.add(identifier, path.read_bytes())
 
     started = time.perf_counter()
+    by_identifier: dict[str, int] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for call in pool.map(add, items):
+        for (identifier, _), call in zip(items, pool.map(add, items), strict=True):
             calls.append(call)
+            if call.returncode == 0:
+                by_identifier[identifier] = int(call.body["level"])
             done += 1
             progress("enrol", done, len(items))
     wall = time.perf_counter() - started
     levels = [int(c.body["level"]) for c in calls if c.returncode == 0]
-    return {
+    figures = {
         "workers": workers,
         "accepted": sum(c.returncode == 0 for c in calls),
         "returncodes": _count_codes(calls),
@@ -187,6 +205,7 @@ def _enrol(
         "targets_per_second": round(len(items) / wall, 2) if wall else None,
         "add_latency": latency_summary([c.seconds for c in calls]),
     }
+    return figures, by_identifier
 
 
 def _count_codes(calls: Any) -> dict[str, int]:
