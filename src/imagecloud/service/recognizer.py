@@ -67,14 +67,13 @@ class RecognizerSettings:
     second_pass: str = "always"
     second_working_size: int = 1400  # long side the photo is re-analysed at, upsampled if need be
     second_max_upsample: float = 1.5  # tiny photos are not blown up further: they hold nothing more
-    # Only keypoints of pyramid levels 0-3 vote in the second pass: at 1.2^3 = 1.73 < 1400/800 they are finer
-    # than anything the first pass saw, while coarser ones repeat its scales and add only noise votes
-    # (measured on the synthetic views: scale-15 66 -> 77%, tilt-60 93 -> 97%, and cheaper).
+    # The second pass first verifies the best-voted candidates of pyramid levels 0-3 alone: at 1.2^3 = 1.73 <
+    # 1400/800 they are finer than anything the first pass saw, which is what small and steep prints offer;
+    # then the usual shortlist of all levels' votes, which glare-washed photos of real covers need.
     second_vote_octaves: int = 3
-    second_shortlist: int = 10  # second-pass candidates verified
-    # 2,000 dense keypoints found as much as 3,000 on small and steep prints, at ~4/5 of the cost.
+    second_fine_shortlist: int = 5
     second_features: FeatureSettings = field(
-        default_factory=lambda: FeatureSettings(candidates=8000, keep=2000, fast_threshold=8)
+        default_factory=lambda: FeatureSettings(candidates=10_000, keep=3000, fast_threshold=8)
     )
     # Scopes with at least this many targets are searched through the visual-word index, whose RAM per
     # target is ~1/100 of the exact index's (1.8 KB against 176 KB of process RSS, bench/results/scale/);
@@ -632,10 +631,17 @@ class Recognizer:
             width=img.width, height=img.height, features=feats, gray=gray, scale=scale, data=b""
         )
         if scopes:
-            # Only the detail the first pass could not see votes: coarser keypoints repeat its scales.
+            # Two shortlists from one vote: the detail the first pass could not see (levels up to
+            # second_vote_octaves) finds small and steep prints, whose few fine votes drown among the
+            # coarse ones; all levels together find prints washed out by glare. Both are verified.
             fine = feats.octaves <= s.second_vote_octaves
-            candidates = self._index.ballot(feats.descriptors[fine], scopes).top(s.second_shortlist)
-            self._verify_candidates(dense, candidates, s.min_votes * fine.mean(), wanted, findings, set())
+            fine_ballot = self._index.ballot(feats.descriptors[fine], scopes)
+            ballot = fine_ballot + self._index.ballot(feats.descriptors[~fine], scopes)
+            tried: set[int] = set()
+            top_fine = fine_ballot.top(s.second_fine_shortlist)
+            self._verify_candidates(dense, top_fine, s.min_votes * fine.mean(), wanted, findings, tried)
+            if findings.accepted < wanted:
+                self._verify_candidates(dense, ballot.top(limit), s.min_votes, wanted, findings, tried)
         if word_scopes and findings.accepted < wanted:
             self._verify_hits(dense, word_scopes, wanted, findings)
 
