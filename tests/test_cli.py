@@ -160,3 +160,29 @@ def test_serve_demo_prints_credentials_and_a_working_curl_line(tmp_path: Path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+class TestAppKeys:
+    def test_create_list_revoke(self, server, tmp_path):
+        user, channel = unique("cliak"), unique("cliakch")
+        key = cli(server, "user", "create", user).stdout.strip()
+        cli(server, "channel", "create", channel, "--owner", user)
+        appkey = cli(server, "appkey", "create", user, "webar", "--channel", channel).stdout.strip()
+        assert appkey != key and " " not in appkey
+        photo = imagegen.encode(imagegen.poster(5), "jpeg")
+        files = {"image": ("p.jpg", photo, "image/jpeg")}
+        search = {"username": user, "secretkey": appkey, "channel": channel}
+        assert server.call("FindImage", search, files=files)["returncode"] == 0
+        assert list_images(server, user, appkey, channel) == 20001
+        listed = cli(server, "appkey", "list", user).stdout
+        assert "webar" in listed and channel in listed and appkey not in listed
+        cli(server, "appkey", "revoke", user, "webar")
+        assert server.call("FindImage", search, files=files)["returncode"] == 20001
+        assert "webar" not in cli(server, "appkey", "list", user).stdout
+
+    def test_errors_exit_1(self, server):
+        user = unique("cliak")
+        cli(server, "user", "create", user)
+        assert "no app key" in cli(server, "appkey", "revoke", user, "nothing", ok=False).stderr
+        assert cli(server, "appkey", "create", "no-such-user", "x", ok=False).returncode == 1
+        assert cli(server, "appkey", "create", user, "x", "--channel", "no-such", ok=False).returncode == 1

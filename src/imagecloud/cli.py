@@ -1,4 +1,4 @@
-"""Command line: ``imagecloud serve | user | channel``."""
+"""Command line: ``imagecloud serve | user | channel | appkey | import | find | bench``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ user_app = typer.Typer(no_args_is_help=True, help="Manage users (API accounts)."
 channel_app = typer.Typer(no_args_is_help=True, help="Manage channels (collections of target images).")
 app.add_typer(user_app, name="user")
 app.add_typer(channel_app, name="channel")
+appkey_app = typer.Typer(
+    no_args_is_help=True, help="Manage app keys: search-only keys for apps and web pages."
+)
+app.add_typer(appkey_app, name="appkey")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: recognition quality and speed.")
 app.add_typer(bench_app, name="bench")
 
@@ -132,6 +136,47 @@ def user_rotate_key(name: str, data_dir: DataDir = None) -> None:
     except ImageCloudError as error:
         _fail(error)
     typer.echo(key)
+
+
+@appkey_app.command("create")
+def appkey_create(
+    user: str,
+    name: str,
+    channel: Annotated[
+        list[str] | None,
+        typer.Option("--channel", help="Only this channel (repeatable); default: all the user's channels."),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Create an app key (FindImage and GetImage only) and print it (shown only this once)."""
+    try:
+        key = _operator_service(data_dir).appkeys.create(user, name, channel or [])
+    except ImageCloudError as error:
+        _fail(error)
+    typer.echo(key)
+
+
+@appkey_app.command("list")
+def appkey_list(user: str, data_dir: DataDir = None) -> None:
+    """List a user's app keys with the channels they may search (never the keys)."""
+    try:
+        infos = _operator_service(data_dir).appkeys.keys(user)
+    except ImageCloudError as error:
+        _fail(error)
+    typer.echo(f"{'name':<32} {'created (UTC)':<20} channels")
+    for info in infos:
+        created = info.created.strftime("%Y-%m-%d %H:%M:%S")
+        typer.echo(f"{info.name:<32} {created:<20} {','.join(info.channels) or '(all)'}")
+
+
+@appkey_app.command("revoke")
+def appkey_revoke(user: str, name: str, data_dir: DataDir = None) -> None:
+    """Revoke one app key; the user's other keys and secret key keep working."""
+    try:
+        _operator_service(data_dir).appkeys.revoke(user, name)
+    except ImageCloudError as error:
+        _fail(error)
+    typer.echo(f"revoked app key {name} of {user}")
 
 
 @channel_app.command("create")

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
 from imagecloud import __version__
-from imagecloud.api import console, vendor
+from imagecloud.api import appkeys, console, vendor
 from imagecloud.api.backpressure import VisionAdmission
 from imagecloud.api.limits import BODY_TIMEOUT, TOO_LARGE_BODY, BodySizeLimit, BodyTimeout, BodyTooLarge
 from imagecloud.api.logs import RequestContext
@@ -83,6 +83,7 @@ def create_app(service: Service) -> FastAPI:
     )
     app.state.metrics = metrics
     app.include_router(vendor.router)
+    app.include_router(appkeys.router)
     describe_form_endpoints(app)
     console.install(app)  # web console pages + the extensions only it uses
 

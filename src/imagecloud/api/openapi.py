@@ -84,6 +84,13 @@ ENDPOINTS: dict[str, tuple[dict[str, Any], list[str], bool]] = {
     "/CreateChannel": ({**_CREDENTIALS, "channel": _CHANNEL}, ["username", "secretkey", "channel"], False),
     "/DeleteChannel": ({**_CREDENTIALS, "channel": _CHANNEL}, ["username", "secretkey", "channel"], False),
     "/ListChannels": (dict(_CREDENTIALS), ["username", "secretkey"], False),
+    "/CreateAppKey": (
+        {**_CREDENTIALS, "name": _CHANNEL, "channels": _TEXT},
+        ["username", "secretkey", "name"],
+        False,
+    ),
+    "/ListAppKeys": (dict(_CREDENTIALS), ["username", "secretkey"], False),
+    "/RevokeAppKey": ({**_CREDENTIALS, "name": _CHANNEL}, ["username", "secretkey", "name"], False),
 }
 
 _NUMBER_0_1 = {"type": "number", "minimum": 0, "maximum": 1}

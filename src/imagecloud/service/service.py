@@ -32,6 +32,7 @@ from imagecloud.errors import (
     WrongCredentials,
 )
 from imagecloud.service import validation as check
+from imagecloud.service.appkeys import AppKeys, Reader
 from imagecloud.service.auth import hash_key, key_matches, new_secret_key
 from imagecloud.service.ratelimit import RateLimiter
 from imagecloud.service.recognizer import Recognizer, TargetAnalysis
@@ -70,6 +71,7 @@ class Service:
         self._locks_guard = threading.Lock()
         self._channel_locks: dict[int, threading.Lock] = {}
         self.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+        self.appkeys = AppKeys(db, self._authenticate, self.rate_limiter)
         self.ready = False
         if recognizer.feature_source is None:
             recognizer.feature_source = self._features_by_id
@@ -271,6 +273,12 @@ class Service:
         channel = self._channel(session, name)
         if channel.owner_id != user.id:
             raise NotYourChannel(f"channel {name!r} belongs to another user")
+        return channel
+
+    def _readable_channel(self, session: Session, reader: Reader, name: str) -> Channel:
+        channel = self._owned_channel(session, reader.user, name)
+        if not reader.may_search(channel.name):
+            raise NotYourChannel(f"app key {reader.app_key!r} may not search channel {name!r}")
         return channel
 
     def _target(self, session: Session, channel: Channel, identifier: str) -> Target:
@@ -585,13 +593,13 @@ class Service:
         identifier: str | None,
     ) -> dict[str, Any]:
         with self.db.session() as session:
-            # Credentials are optional here, but if either is given both must be right.
-            user = self._authenticate(session, username, secretkey) if (username or secretkey) else None
+            # Credentials are optional here, but if either is given both must be right. An app key may read.
+            reader = self.appkeys.reader(session, username, secretkey) if (username or secretkey) else None
             channel_name = check.channel_name(channel)
             raw_identifier = check.required(identifier, "identifier")
             found = (
-                self._owned_channel(session, user, channel_name)
-                if user is not None
+                self._readable_channel(session, reader, channel_name)
+                if reader is not None
                 else self._channel(session, channel_name)
             )
             ident = check.identifier(raw_identifier)
@@ -629,12 +637,15 @@ class Service:
         upload: Upload,
     ) -> dict[str, Any]:
         with self.db.session() as session:
-            user = self._authenticate(session, username, secretkey)
+            reader = self.appkeys.reader(session, username, secretkey)
             limit = check.positive_int(maxresults, "maxresults", 1, self.settings.max_find_results)
             if channel:
-                scopes = {self._owned_channel(session, user, channel).id}
+                scopes = {self._readable_channel(session, reader, channel).id}
             else:
-                scopes = set(session.scalars(select(Channel.id).where(Channel.owner_id == user.id)))
+                owned = select(Channel.id).where(Channel.owner_id == reader.user.id)
+                if reader.channels is not None:
+                    owned = owned.where(Channel.name.in_(sorted(reader.channels)))
+                scopes = set(session.scalars(owned))
         data = self._read_upload(upload, self.settings.max_find_bytes)
         return self._find(data, scopes, limit, with_level=not channel, count=True)
 
