@@ -239,7 +239,7 @@ def find(
     try:
         body = {"returncode": 0, **service.find_as_operator(photo.read_bytes(), channel, maxresults)}
     except ImageCloudError as error:
-        body = {"returncode": error.returncode, "message": error.message}
+        body = {"returncode": error.returncode, "message": error.wire_message}
     typer.echo(json.dumps(body, ensure_ascii=False))
     if body["returncode"] != 0:
         raise typer.Exit(code=1)

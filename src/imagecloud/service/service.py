@@ -62,6 +62,11 @@ class ChannelInfo:
     count: int
 
 
+def too_large(size: int, limit: int, endpoint: str) -> str:
+    """The reason of a 20006 for an upload over a byte limit, naming that limit."""
+    return f"image is {size} bytes, over the {endpoint} limit of {limit} bytes ({limit / 2**20:.3g} MiB)"
+
+
 class Service:
     def __init__(self, settings: Settings, db: Database, blobs: BlobStore, recognizer: Recognizer) -> None:
         self.settings = settings
@@ -308,12 +313,12 @@ class Service:
         # The contract orders identifiers by byte order; PostgreSQL's default collation would not.
         return column.collate("C") if self.db.dialect == "postgresql" else column  # type: ignore[no-any-return]
 
-    def _read_upload(self, upload: Upload, limit: int) -> bytes:
+    def _read_upload(self, upload: Upload, limit: int, endpoint: str) -> bytes:
         if upload.size > limit:
-            raise FileTooLarge(f"upload of {upload.size} bytes exceeds {limit}")
+            raise FileTooLarge(too_large(upload.size, limit, endpoint))
         data = upload.read()
         if len(data) > limit:
-            raise FileTooLarge(f"upload of {len(data)} bytes exceeds {limit}")
+            raise FileTooLarge(too_large(len(data), limit, endpoint))
         return data
 
     # ------------------------------------------------------------------ AddImage
@@ -337,7 +342,7 @@ class Service:
             owned = self._owned_channel(session, user, channel_name)
             ident = check.identifier(raw_identifier)
             self._check_insertable(session, owned, ident)
-        data = self._read_upload(upload, self.settings.max_add_bytes)
+        data = self._read_upload(upload, self.settings.max_add_bytes, "AddImage")
         analysis = self.recognizer.analyse_target(data)
         target_id = self._write_target(owned, ident, meta, data, analysis)
         log.info("added target %s/%s as %d (level %d)", owned.name, ident, target_id, analysis.level)
@@ -465,7 +470,7 @@ class Service:
         if len(data) > self.settings.max_add_bytes:
             with self.db.session() as session:  # 20016/20012 come before 20006, as in AddImage
                 self._check_insertable(session, channel, ident)
-            raise FileTooLarge(f"upload of {len(data)} bytes exceeds {self.settings.max_add_bytes}")
+            raise FileTooLarge(too_large(len(data), self.settings.max_add_bytes, "AddImage"))
         # _write_target checks, under the channel lock, that the channel still exists, the identifier is free
         # and the quota has room.
         return self._write_target(channel, ident, meta, data, analysis)
@@ -499,7 +504,7 @@ class Service:
                 if done.rowcount == 0:  # type: ignore[attr-defined]
                     raise TargetNotFound("target was removed")
             return {"level": old.level, "matchratio": old.matchratio, "identifier": ident}
-        data = self._read_upload(upload, self.settings.max_add_bytes)
+        data = self._read_upload(upload, self.settings.max_add_bytes, "AddImage/UpdateImage")
         analysis = self.recognizer.analyse_target(data)
         new_meta = meta if metadata is not None else old.meta
         self._write_target(owned, ident, new_meta, data, analysis, replaces=old)
@@ -646,7 +651,7 @@ class Service:
                 if reader.channels is not None:
                     owned = owned.where(Channel.name.in_(sorted(reader.channels)))
                 scopes = set(session.scalars(owned))
-        data = self._read_upload(upload, self.settings.max_find_bytes)
+        data = self._read_upload(upload, self.settings.max_find_bytes, "FindImage")
         return self._find(data, scopes, limit, with_level=not channel, count=True)
 
     def find_as_operator(self, data: bytes, channel: str | None, limit: int = 1) -> dict[str, Any]:

@@ -24,7 +24,9 @@ def thumbnail(data: bytes, *, size: int, max_pixels: int, quality: int = 85) -> 
     """A JPEG whose long side is at most ``size`` pixels (never upscaled), EXIF orientation applied."""
     header = read_header(data)
     if header.width * header.height > max_pixels:
-        raise FileTooLarge(f"{header.width}x{header.height} exceeds {max_pixels} pixels")
+        raise FileTooLarge(
+            f"image is {header.width}x{header.height} pixels, over the limit of {max_pixels:,} pixels"
+        )
     if not header.complete:
         raise UnsupportedFormat("truncated image (no end marker)")
     flag = cv2.IMREAD_COLOR
