@@ -259,12 +259,13 @@ def unrelated() -> bytes:
 
 class TestStatistics:
     def test_chart_counts_todays_matches_and_exports_csv(
-        self, console: WebDriver, server: ServerProcess, account: Account, screenshot: Shot
+        self, console: WebDriver, server: ServerProcess, account: Account, screenshot: Shot, unrelated: bytes
     ) -> None:
         poster = imagegen.poster(51)
         _enrol(server, account, [51, 52])
         for seed in (1, 2, 3):
             assert find_in(server, account, images.photo(poster, seed=seed)[0])["identifier"] == "poster.051"
+        assert "identifier" not in find_in(server, account, unrelated)
         today = time.strftime("%Y-%m-%d", time.gmtime())
         login(console, server, account)
         console.get(f"{server.url}/console/#/stats?channel={account.channel}")
@@ -273,6 +274,10 @@ class TestStatistics:
         assert len(console.find_elements(By.CSS_SELECTOR, "#chart rect.bar")) == 1
         assert console.find_element(By.CSS_SELECTOR, "#stats-total").text.startswith("3 matches for channel")
         assert texts(console, "#stats-table tbody tr") == ["poster.051 3"]
+        # Searches are the second series: four answered, one of them found nothing.
+        point = console.find_element(By.CSS_SELECTOR, f'#chart circle.search-point[data-date="{today}"]')
+        assert (point.get_attribute("data-searches"), point.get_attribute("data-nomatch")) == ("4", "1")
+        assert console.find_element(By.CSS_SELECTOR, "#stats-searches").text == "4 searches, 1 found nothing."
         screenshot(console, "stats")
 
         console.find_element(By.CSS_SELECTOR, "#csv").click()

@@ -36,7 +36,16 @@ from imagecloud.service.appkeys import AppKeys, Reader
 from imagecloud.service.auth import hash_key, key_matches, new_secret_key
 from imagecloud.service.ratelimit import RateLimiter
 from imagecloud.service.recognizer import Recognizer, TargetAnalysis
-from imagecloud.storage import BlobStore, Channel, Database, MatchCount, Target, TargetFeatures, User
+from imagecloud.storage import (
+    BlobStore,
+    Channel,
+    Database,
+    MatchCount,
+    Target,
+    TargetFeatures,
+    User,
+    searches,
+)
 from imagecloud.storage.blobs import new_blob_key
 from imagecloud.vision.rating import LEVEL_BANDS, MIN_KEYPOINTS, MIN_MATCHRATIO, MIN_REFOUND
 from imagecloud.vision.thumbnail import thumbnail as make_thumbnail
@@ -240,6 +249,7 @@ class Service:
             with self.db.session() as session:
                 keys = list(session.scalars(select(Target.blob_key).where(Target.channel_id == channel.id)))
                 session.execute(delete(Channel).where(Channel.id == channel.id))
+                searches.forget_channel(session, channel.owner_id, channel.name)
             for key in keys:
                 self.blobs.delete(key)
 
@@ -644,15 +654,17 @@ class Service:
         with self.db.session() as session:
             reader = self.appkeys.reader(session, username, secretkey)
             limit = check.positive_int(maxresults, "maxresults", 1, self.settings.max_find_results)
+            searched = ""  # what the search counts are kept under: "" is "all channels"
             if channel:
-                scopes = {self._readable_channel(session, reader, channel).id}
+                readable = self._readable_channel(session, reader, channel)
+                scopes, searched = {readable.id}, readable.name
             else:
                 owned = select(Channel.id).where(Channel.owner_id == reader.user.id)
                 if reader.channels is not None:
                     owned = owned.where(Channel.name.in_(sorted(reader.channels)))
                 scopes = set(session.scalars(owned))
         data = self._read_upload(upload, self.settings.max_find_bytes, "FindImage")
-        return self._find(data, scopes, limit, with_level=not channel, count=True)
+        return self._find(data, scopes, limit, with_level=not channel, counted=(reader.user.id, searched))
 
     def find_as_operator(self, data: bytes, channel: str | None, limit: int = 1) -> dict[str, Any]:
         """The operator's ``imagecloud find``: search one channel or every channel, counting no match."""
@@ -661,20 +673,29 @@ class Service:
                 scopes = {self._channel(session, channel).id}
             else:
                 scopes = set(session.scalars(select(Channel.id)))
-        return self._find(data, scopes, limit, with_level=True, count=False)
+        return self._find(data, scopes, limit, with_level=True, counted=None)
 
     def _find(
-        self, data: bytes, scopes: set[int], limit: int, *, with_level: bool, count: bool
+        self,
+        data: bytes,
+        scopes: set[int],
+        limit: int,
+        *,
+        with_level: bool,
+        counted: tuple[int, str] | None,
     ) -> dict[str, Any]:
+        """Search ``scopes``; ``counted`` (owner id, channel searched) records the statistics."""
         query = self.recognizer.analyse_query(data)
         body: dict[str, Any] = {}
         if with_level:
             body["level"] = self.recognizer.rate_query(query)
         matches = self.recognizer.search(query, sorted(scopes), limit) if scopes else []
         results = self._resolve_matches(matches, scopes)
+        if counted is not None:
+            self._count_search(*counted, found=bool(results))
         if results:
             best = results[0]
-            if count:
+            if counted is not None:
                 self._count_match(best["_channel_id"], best["identifier"])
             body.update({key: value for key, value in best.items() if not key.startswith("_")})
         if limit > 1:
@@ -731,6 +752,14 @@ class Service:
             # The caller still gets the answer; a lost count is logged rather than failing the search.
             log.exception("could not record a match for channel %d", channel_id)
 
+    def _count_search(self, user_id: int, channel: str, *, found: bool) -> None:
+        try:
+            with self.db.session() as session:
+                searches.record(session, dt.datetime.now(dt.UTC).date(), user_id, channel, found=found)
+        except Exception:
+            # As for matches: the caller still gets the answer.
+            log.exception("could not record a search of channel %r", channel)
+
     # ------------------------------------------------------------------ Statistics
 
     def statistics(
@@ -762,6 +791,7 @@ class Service:
                     for day, name, count in rows
                     if count
                 ]
+                body["searches"] = searches.per_day(session, user.id, first, last, None, self._bytewise)
                 return body
             owned = self._owned_channel(session, user, channel)
             body["channel"] = owned.name
@@ -772,6 +802,8 @@ class Service:
                 ident = check.identifier(identifier)
                 self._target(session, owned, ident)
                 query = query.where(MatchCount.identifier == ident)
+            else:
+                body["searches"] = searches.per_day(session, user.id, first, last, owned.name, self._bytewise)
             rows = session.execute(query.order_by(MatchCount.day, self._bytewise(MatchCount.identifier)))
             body["records"] = [
                 {"date": day.strftime("%Y%m%d"), "identifier": ident, "count": count}

@@ -2,7 +2,15 @@
 
 from imagecloud.storage.blobs import BlobStore, LocalBlobStore
 from imagecloud.storage.database import Database
-from imagecloud.storage.models import AppKey, Channel, MatchCount, Target, TargetFeatures, User
+from imagecloud.storage.models import (
+    AppKey,
+    Channel,
+    MatchCount,
+    SearchCount,
+    Target,
+    TargetFeatures,
+    User,
+)
 
 __all__ = [
     "AppKey",
@@ -11,6 +19,7 @@ __all__ = [
     "Database",
     "LocalBlobStore",
     "MatchCount",
+    "SearchCount",
     "Target",
     "TargetFeatures",
     "User",

@@ -121,3 +121,19 @@ class AppKey(Base):
     # including channels created later.
     channels: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SearchCount(Base):
+    """FindImage calls answered 0 per UTC day, owner and channel searched, and how many found nothing.
+
+    ``channel`` is the name the caller searched, "" for a search of all the owner's channels (contract §4,
+    Statistics): those have no one channel to belong to, hence the owner in the key and a name, not an id.
+    """
+
+    __tablename__ = "search_counts"
+
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    nomatch: Mapped[int] = mapped_column(Integer)
