@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import threading
 import time
 from collections.abc import Iterator
@@ -35,9 +34,6 @@ DataDir = Annotated[
 ]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML settings file.")]
 
-DEMO_USER = "demo"
-DEMO_CHANNEL = "demo"
-
 
 def _settings(data_dir: Path | None, config: Path | None = None, **overrides: object) -> Settings:
     return load_settings(config, data_dir=data_dir, **overrides)
@@ -60,7 +56,12 @@ def serve(
     config: ConfigFile = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
-    demo: Annotated[bool, typer.Option("--demo", help="Also create a demo user and channel.")] = False,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo", help="Also set up a demo account, app key and sample posters (kept across restarts)."
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
 ) -> None:
     """Run the HTTP service. First start creates the data directory; restarts keep everything."""
@@ -72,10 +73,9 @@ def serve(
 
     settings = _settings(data_dir, config, host=host, port=port)
     configure_logging(log_level, as_json=settings.log_json)
-    service = build_service(settings)
     if demo:
-        service.db.migrate()
-        _print_demo(service, settings)
+        _prepare_demo(settings)
+    service = build_service(settings)
     # Room for the capped connections plus the database, blob and index files.
     raise_open_files_limit(settings.max_connections + 256)
     uvicorn.run(
@@ -93,29 +93,21 @@ def serve(
     )
 
 
-def _print_demo(service: Service, settings: Settings) -> None:
-    exists = service.user_exists(DEMO_USER)
-    key = service.rotate_key(DEMO_USER) if exists else service.create_user(DEMO_USER)
-    if not any(info.name == DEMO_CHANNEL for info in service.list_channels(owner=DEMO_USER)):
-        service.create_channel(DEMO_CHANNEL, DEMO_USER)
-    base = f"http://{settings.host}:{settings.port}"
-    auth = f"-F username={DEMO_USER} -F secretkey={shlex.quote(key)} -F channel={DEMO_CHANNEL}"
-    typer.echo(
-        "\n".join(
-            [
-                "",
-                "Demo account (the key is new on every --demo start):",
-                f"  username:  {DEMO_USER}",
-                f"  secretkey: {key}",
-                f"  channel:   {DEMO_CHANNEL}",
-                "",
-                "Enrol a target, then find it in a photo:",
-                f"  curl {base}/AddImage {auth} -F identifier=poster1 -F image=@poster.jpg",
-                f"  curl {base}/FindImage {auth} -F image=@photo.jpg",
-                "",
-            ]
-        )
-    )
+def _prepare_demo(settings: Settings) -> None:
+    from imagecloud import demo, importer
+
+    try:
+        # The import's operator service: it stores targets without keeping an index of its own, and
+        # refuses while another process (a server already running here) has the database open.
+        operator = importer.open_service(settings)
+    except importer.ImportFailed as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    try:
+        prepared = demo.prepare(operator, settings)
+    finally:
+        operator.db.dispose()
+    typer.echo(demo.instructions(prepared, settings))
 
 
 @user_app.command("create")
