@@ -262,6 +262,13 @@ def import_images(
     ] = None,
     username: Annotated[str | None, typer.Option(help="With --url: the channel owner.")] = None,
     secretkey: Annotated[str | None, typer.Option(help="With --url: that user's key.")] = None,
+    similar: Annotated[
+        bool,
+        typer.Option(
+            help="List added images that match targets already in the channel (in-process: costs a search "
+            "per image and an index of the channel in memory)."
+        ),
+    ] = True,
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
@@ -305,7 +312,7 @@ def import_images(
 
             def enrol(timing: importer.Timing, stop: threading.Event) -> Iterator[importer.Outcome]:
                 count = workers or os.cpu_count() or 1
-                return importer.enrol_in_process(local, target, todo, count, timing, stop)
+                return importer.enrol_in_process(local, target, todo, count, timing, stop, similar=similar)
 
         summary = importer.run(channel, decided, todo, enrol, progress)
     except (importer.ImportFailed, ImageCloudError) as error:

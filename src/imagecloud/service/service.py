@@ -25,6 +25,7 @@ from imagecloud.errors import (
     ChannelNotFound,
     FileTooLarge,
     IdentifierTaken,
+    ImageCloudError,
     InvalidParameter,
     NotYourChannel,
     QuotaExceeded,
@@ -53,6 +54,8 @@ from imagecloud.vision.thumbnail import thumbnail as make_thumbnail
 log = logging.getLogger(__name__)
 
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
+# At most this many similar targets are listed: enough to act on, cheap to verify.
+SIMILAR_RESULTS = 5
 
 
 @dataclass(frozen=True)
@@ -354,9 +357,41 @@ class Service:
             self._check_insertable(session, owned, ident)
         data = self._read_upload(upload, self.settings.max_add_bytes, "AddImage")
         analysis = self.recognizer.analyse_target(data)
+        similar = self.similar_targets(data, owned.id)
         target_id = self._write_target(owned, ident, meta, data, analysis)
         log.info("added target %s/%s as %d (level %d)", owned.name, ident, target_id, analysis.level)
-        return {"level": analysis.level, "matchratio": analysis.matchratio, "identifier": ident}
+        return {
+            "level": analysis.level,
+            "matchratio": analysis.matchratio,
+            "identifier": ident,
+            "similar": similar,
+        }
+
+    def similar_targets(self, data: bytes, channel_id: int) -> list[dict[str, Any]]:
+        """Targets of the channel that a photo of this image would find (AddImage's ``similar``), best first.
+
+        The new image is searched as if it were a photo, before it is stored: whatever it finds is what
+        could answer instead of it. Two such targets in one channel make FindImage's answer arbitrary.
+        """
+        try:
+            query = self.recognizer.analyse_query(data)
+        except ImageCloudError:  # too few photo features: nothing could be confused with it either
+            return []
+        matches = self.recognizer.search(query, [channel_id], SIMILAR_RESULTS)
+        if not matches:
+            return []
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Target.id, Target.identifier).where(
+                    Target.id.in_([m.target_id for m in matches]), Target.channel_id == channel_id
+                )
+            )
+            names = {int(target_id): str(identifier) for target_id, identifier in rows}
+        return [
+            {"identifier": names[m.target_id], "score": round(float(m.score), 4)}
+            for m in sorted(matches, key=lambda m: -m.score)
+            if m.target_id in names
+        ]
 
     def _check_insertable(self, session: Session, channel: Channel, identifier: str) -> None:
         taken = session.scalar(
@@ -463,6 +498,17 @@ class Service:
             found = self._channel(session, channel)
             present = set(session.scalars(select(Target.identifier).where(Target.channel_id == found.id)))
         return found, present
+
+    def channel_features(self, channel_id: int) -> Iterator[tuple[int, str, bytes]]:
+        """(target id, identifier, features) of every target of a channel, for the import's look-alikes."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Target.id, Target.identifier, TargetFeatures.data)
+                .join(TargetFeatures, TargetFeatures.target_id == Target.id)
+                .where(Target.channel_id == channel_id)
+                .execution_options(yield_per=1000)
+            )
+            yield from ((int(t), str(i), bytes(d)) for t, i, d in rows)
 
     def add_analysed(
         self, channel: Channel, identifier: str, metadata: str | None, data: bytes, analysis: TargetAnalysis
