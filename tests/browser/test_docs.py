@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from selenium.webdriver.remote.webdriver import WebDriver
+
 from imagecloud.api.openapi import ENDPOINTS
-from tests.browser.conftest import BrowserFactory
 from tests.browser.pages import console_errors, wait_until
 from tests.server import ServerProcess
 
 
 def test_every_operation_is_listed_and_nothing_loads_from_elsewhere(
-    browser_factory: BrowserFactory, server: ServerProcess
+    browser: WebDriver, server: ServerProcess
 ) -> None:
-    driver = browser_factory()
+    driver = browser
     driver.get(f"{server.url}/docs")
     shown = wait_until(
         driver,

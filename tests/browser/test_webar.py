@@ -85,9 +85,17 @@ def test_camera_frames_are_recognised_and_outlined(
     wait_until(driver, "return location.pathname === '/console/' && document.title === 'imagecloud console';")
 
 
-def test_fills_a_phone_screen(browser_factory: BrowserFactory, server: ServerProcess) -> None:
-    driver = browser_factory()
+def test_fills_a_phone_screen(browser: WebDriver, server: ServerProcess) -> None:
+    driver = browser
+    size = driver.get_window_size()
     driver.set_window_size(390, 844)
+    try:
+        _check_phone_screen(driver, server)
+    finally:
+        driver.set_window_size(size["width"], size["height"])
+
+
+def _check_phone_screen(driver: WebDriver, server: ServerProcess) -> None:
     driver.get(f"{server.url}/console/webar/")
     sizes = wait_until(
         driver,
