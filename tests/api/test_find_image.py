@@ -190,6 +190,16 @@ class TestCodes:
         )
 
 
+class TestTinyImages:
+    @pytest.mark.parametrize("size", [1, 2, 16])
+    def test_too_small_to_describe_is_20013(self, server, account, size):
+        tiny = imagegen.encode(imagegen.noise(width=size, height=size), "png")
+        assert find_in(server, account, tiny)["returncode"] == 20013
+        assert find(server, account, tiny)["returncode"] == 20013
+        body = server.call("AddImage", account.auth(identifier="tiny"), files=jpeg(tiny, "tiny.png"))
+        assert body["returncode"] == 20013
+
+
 class TestPhonePhotos:
     def test_a_12_megapixel_photo_as_taken_is_searched(self, server, account, target_jpeg, target_array):
         add_ok(server, account, "poster", target_jpeg)
