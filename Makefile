@@ -6,7 +6,7 @@ DATA_DIR ?= imagecloud-data
 PYTEST_ARGS ?=
 
 .PHONY: serve test lint typecheck unit bench-recognition clean
-.PHONY: bench-reliability bench-crash bench-load bench-fuzz bench-import bench-slow bench-restart
+.PHONY: bench-reliability bench-crash bench-load bench-fuzz bench-import bench-slow bench-restart bench-flood
 
 # What serving needs, and nothing more: `make serve` never installs the test and lint tools.
 $(BIN)/imagecloud: pyproject.toml
@@ -44,13 +44,20 @@ $(VENV)/.bench-deps: pyproject.toml $(VENV)/.dev-deps
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	touch $@
 
-bench-reliability: bench-crash bench-fuzz bench-load bench-restart bench-slow
+bench-reliability: bench-crash bench-fuzz bench-load bench-restart bench-slow bench-flood
 
 # SIGKILL storm under AddImage / RemoveImage / FindImage traffic.
 bench-crash: $(VENV)/.dev-deps
 	mkdir -p $(RESULTS)
 	IMAGECLOUD_CRASH_KILLS=$(CRASH_KILLS) IMAGECLOUD_CRASH_REPORT=$(RESULTS)/crash-sigkill.json \
 		$(BIN)/python -m pytest -q -s tests/reliability/test_crash.py
+
+# 32 connections flooding /files/ (previews and originals, no credentials) while the owner runs FindImage.
+FLOOD_FINDS ?= 200
+bench-flood: $(BIN)/imagecloud
+	mkdir -p $(RESULTS)
+	IMAGECLOUD_FLOOD_FINDS=$(FLOOD_FINDS) IMAGECLOUD_FLOOD_REPORT=$(RESULTS)/anonymous-flood.json \
+		$(BIN)/python -m pytest -q -p no:xdist tests/reliability/test_anonymous_flood.py
 
 # 32 locust users for 5 minutes against a 10k-target channel (seeded once into build/load-10k: file, row and
 # features as AddImage stores them, without the rating, which would take ~25 minutes on 2 cores).

@@ -104,6 +104,13 @@ class TestChannels:
         cli(server, "channel", "set-quota", unique("nochannel"), "3", ok=False)
 
 
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _serve_demo(data_dir: Path, log: Path, port: int) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         process = subprocess.Popen(
@@ -123,16 +130,18 @@ def _serve_demo(data_dir: Path, log: Path, port: int) -> subprocess.Popen[bytes]
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
+    # Ready, or the test stops here: a server still loading its index answers 503, and the curl lines must
+    # not run against it (nor this loop spin on a core the server needs).
+    deadline = time.monotonic() + 120
+    while not _ready(port):
         if process.poll() is not None:
             raise AssertionError(log.read_text())
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError(f"not ready:\n{log.read_text()}")
+        if time.monotonic() >= deadline:
+            process.terminate()
+            process.wait(timeout=30)
+            raise AssertionError(f"the demo server never became ready:\n{log.read_text()}")
+        time.sleep(0.1)
+    return process
 
 
 def _printed(text: str, label: str) -> str:

@@ -160,6 +160,12 @@ def blob_files(data_dir: Path) -> set[str]:
     return {p.name for p in (data_dir / "blobs").glob("*/*") if not p.name.endswith(".tmp")}
 
 
+def previews(data_dir: Path, key: str) -> dict[int, bytes]:
+    """The stored previews of one original, by size."""
+    found = (data_dir / "thumbnails" / key[:2]).glob(f"{key}-*.jpg")
+    return {int(path.stem.rsplit("-", 1)[1]): path.read_bytes() for path in found}
+
+
 def find(server: ServerProcess, setup: Setup, photo: bytes) -> dict[str, Any]:
     auth = {"username": setup.username, "secretkey": setup.secretkey, "channel": setup.channel}
     return server.call("FindImage", auth, files=jpeg(photo, "photo.jpg"))
@@ -234,6 +240,9 @@ class TestInProcess:
             for column in ("level", "matchratio", "width", "height", "size_bytes", "content_type", "meta"):
                 assert getattr(imported, column) == getattr(added, column), column
             assert imported_features == added_features
+            # And with the same stored previews, so that showing an imported channel renders nothing.
+            assert previews(setup.data_dir, imported.blob_key) == previews(setup.data_dir, added.blob_key)
+            assert sorted(previews(setup.data_dir, imported.blob_key)) == [256, 1024]
         finally:
             server.stop()
 

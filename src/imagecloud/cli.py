@@ -15,6 +15,7 @@ import typer
 from imagecloud.config import Settings, load_settings
 from imagecloud.errors import ImageCloudError
 from imagecloud.service import Service, build_service
+from imagecloud.storage.lock import DataDirInUse, DataDirLock
 
 app = typer.Typer(no_args_is_help=True, help="imagecloud: image cloud recognition service.")
 user_app = typer.Typer(no_args_is_help=True, help="Manage users (API accounts).")
@@ -73,9 +74,11 @@ def serve(
 
     settings = _settings(data_dir, config, host=host, port=port)
     configure_logging(log_level, as_json=settings.log_json)
+    lock = _lock_embedded(settings, "imagecloud serve")
     if demo:
-        _prepare_demo(settings)
+        _prepare_demo(settings, lock)
     service = build_service(settings)
+    service.data_lock = lock
     # Room for the capped connections plus the database, blob and index files.
     raise_open_files_limit(settings.max_connections + 256)
     uvicorn.run(
@@ -90,16 +93,20 @@ def serve(
         timeout_graceful_shutdown=30,
         http=guarded_protocol(settings.header_timeout, settings.max_connections),
         timeout_keep_alive=max(1, settings.idle_timeout),
+        # Forwarded client addresses only from the proxies the operator named (none by default): they
+        # decide whose anonymous budget a request spends and who may read /metrics.
+        proxy_headers=bool(settings.trusted_proxies.strip()),
+        forwarded_allow_ips=settings.trusted_proxies.strip() or None,
     )
 
 
-def _prepare_demo(settings: Settings) -> None:
+def _prepare_demo(settings: Settings, lock: DataDirLock | None) -> None:
     from imagecloud import demo, importer
 
     try:
         # The import's operator service: it stores targets without keeping an index of its own, and
         # refuses while another process (a server already running here) has the database open.
-        operator = importer.open_service(settings)
+        operator = importer.open_service(settings, lock)
     except importer.ImportFailed as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=1) from None
@@ -108,6 +115,22 @@ def _prepare_demo(settings: Settings) -> None:
     finally:
         operator.db.dispose()
     typer.echo(demo.instructions(prepared, settings))
+
+
+def _lock_embedded(settings: Settings, command: str) -> DataDirLock | None:
+    """The data directory's lock when the database is an SQLite file (the embedded deployment).
+
+    A server on it keeps the search index in memory and sweeps unreferenced blob files at start, so a
+    second one would destroy the first one's adds in flight. Servers sharing another database run without
+    it (and their sweep keeps young files).
+    """
+    if not settings.resolved_database_url.startswith("sqlite"):
+        return None
+    try:
+        return DataDirLock(settings.data_dir, command).acquire()
+    except DataDirInUse as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=1) from None
 
 
 @user_app.command("create")
@@ -365,6 +388,16 @@ def bench_recognition(
             "split: enrol even-numbered, query odd-numbered ones."
         ),
     ] = "self",
+    min_score: Annotated[
+        float | None,
+        typer.Option(
+            help="In-process: answer from this score on (default: the service's). 0 shows the whole "
+            "score distribution and threshold curve, including answers the service would refuse."
+        ),
+    ] = None,
+    second_pass: Annotated[
+        str | None, typer.Option(help="In-process: always | evidence | off (default: the service's).")
+    ] = None,
     negatives: Annotated[
         list[Path] | None,
         typer.Option(
@@ -389,7 +422,8 @@ def bench_recognition(
     else:
         if data_dir is not None and data_dir.exists() and any(data_dir.iterdir()):
             raise typer.BadParameter(f"{data_dir} is not empty")
-        backend = InProcessBackend(data_dir)
+        overrides = {"min_score": min_score, "second_pass": second_pass}
+        backend = InProcessBackend(data_dir, **{k: v for k, v in overrides.items() if v is not None})
     target = out or Path("bench/results") / f"recognition-{data.name}"
     last = [0.0]
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -52,9 +52,14 @@ class Settings(BaseSettings):
     # core keeps every core busy without oversubscribing.
     vision_workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
     # When a photo matches nothing, look again at higher resolution (finds small and steeply tilted prints;
-    # costs several times a normal search on photos of nothing enrolled). Off for frame-streaming clients
-    # that mostly send empty scenes and care more about capacity than about far-away targets.
-    second_pass: bool = True
+    # costs several times a normal search on photos of nothing enrolled). "always"; "evidence": only when
+    # some target fitted the photo geometrically without being accepted (cheap on empty scenes, but small
+    # prints are mostly missed: bench/results/); "off". true/false are accepted for always/off.
+    second_pass: Literal["always", "evidence", "off"] = "always"
+    # FindImage answers a target only when its score reaches this (0..1; 0.5 = coverage and re-finding both
+    # at their minimum, see docs/RECOGNITION.md). Higher trades recall for even fewer wrong answers; the
+    # recognition benchmark reports what each threshold keeps.
+    min_score: float = Field(default=0.5, ge=0.0, le=1.0)
     # Channels with at least this many targets are searched through the visual-word index (~1.8 KB of RAM
     # per target instead of ~175 KB) at a measured cost in recall (bench/results/scale/): past this size the
     # exact index no longer fits in RAM comfortably. The vocabulary is trained on the enrolled targets the
@@ -83,12 +88,35 @@ class Settings(BaseSettings):
     rate_limit_burst: int = 200
     # GetImage without credentials (allowed by the contract) cannot be charged to a user, so it gets the same
     # kind of budget per client address (an IPv6 /64 counts as one address); 20015 beyond it, 0 disables it.
-    # Behind a reverse proxy the address comes from X-Forwarded-For only when the proxy is trusted
-    # (uvicorn's FORWARDED_ALLOW_IPS, 127.0.0.1 by default); otherwise all clients share the proxy's budget.
     anonymous_rate_limit_per_second: float = 20.0
     anonymous_rate_limit_burst: int = 100
+    # The files behind imageurl (originals and previews) need no credentials either: a budget per client
+    # address (HTTP 429 beyond it, 0 disables it), sized for a console page of 100 previews at once, and a
+    # few threads of their own for the reads, so anonymous traffic never uses the owners' capacity.
+    file_rate_limit_per_second: float = 50.0
+    file_rate_limit_burst: int = 300
+    file_workers: int = 4
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: comma-separated addresses or
+    # networks (e.g. "127.0.0.1" for a proxy on the same host). Empty: the headers are ignored and the
+    # client address is the connection's, since anyone can send such a header and pick a fresh address
+    # (and a fresh anonymous budget) for every request. Behind a proxy that is not listed, all clients
+    # share the proxy's address and its budgets.
+    trusted_proxies: str = ""
+    # /metrics shows every tenant's request counts. Empty: served only to connections from the loopback
+    # interface that do not come through a proxy. Set: served to any caller that sends
+    # "Authorization: Bearer <token>", and to no one else.
+    metrics_token: str = ""
     # Log lines as JSON objects (one per line, with the request id) or as plain text.
     log_json: bool = True
+
+    @field_validator("second_pass", mode="before")
+    @classmethod
+    def _second_pass_switch(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return "always" if value else "off"
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no"):
+            return "always" if value.lower() in ("true", "1", "yes", "on") else "off"
+        return value
 
     @property
     def resolved_database_url(self) -> str:

@@ -24,6 +24,7 @@ from imagecloud.errors import ImageCloudError, WrongCredentials
 from imagecloud.service import Service
 from imagecloud.service.recognizer import Recognizer
 from imagecloud.vision.simulate import ViewParams, simulate_view
+from imagecloud.vision.thumbnail import stored_previews
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,9 @@ def _enrol_samples(service: Service, folder: Path) -> list[str]:
             continue
         try:
             meta = json.dumps({"title": title})
-            service.add_analysed(channel, identifier, meta, data, analyser.analyse_target(data))
+            analysis = analyser.analyse_target(data)
+            previews = stored_previews(data, max_pixels=service.settings.max_pixels)
+            service.add_analysed(channel, identifier, meta, data, analysis, previews)
         except ImageCloudError as error:  # e.g. the demo channel is at its quota
             log.warning("demo: could not enrol %s: %s", identifier, error.wire_message)
             continue

@@ -68,6 +68,8 @@ from imagecloud.service import Service, build_service
 from imagecloud.service import validation as check
 from imagecloud.service.recognizer import QueryAnalysis, Recognizer, RecognizerSettings, TargetAnalysis
 from imagecloud.storage import Channel
+from imagecloud.storage.lock import DataDirInUse, DataDirLock
+from imagecloud.vision.thumbnail import stored_previews
 
 ADDED = "added"
 PRESENT = "present"  # the identifier was already in the channel: skipped without analysis
@@ -228,8 +230,12 @@ class _StoreOnlyRecognizer(Recognizer):
         return None
 
 
-def open_service(settings: Settings) -> Service:
-    """The operator's service for an import: refuses while another process has the database open."""
+def open_service(settings: Settings, lock: DataDirLock | None = None) -> Service:
+    """The operator's service for an import: refuses while another process has the database open.
+
+    ``lock``: the data directory's lock when this process holds it already (``serve --demo`` enrols its
+    samples under the server's lock); otherwise the import takes it.
+    """
     holder = database_holder(settings.resolved_database_url)
     if holder is not None:
         raise ImportFailed(
@@ -237,7 +243,14 @@ def open_service(settings: Settings) -> Service:
             "be searchable until it restarts. Import through it with --url (and --username/--secretkey), or "
             "stop it first."
         )
+    if lock is None:
+        try:
+            # Held until the process ends: the import adds files and rows as a server would.
+            lock = DataDirLock(settings.data_dir, "imagecloud import").acquire()
+        except DataDirInUse as error:
+            raise ImportFailed(f"{error} Import through the server with --url, or stop it first.") from None
     service = build_service(settings)
+    service.data_lock = lock
     service.db.migrate()
     service.recognizer = _StoreOnlyRecognizer(service.recognizer.settings)
     return service
@@ -289,6 +302,7 @@ def _flock_type_pid(packed: bytes) -> tuple[int, int]:
 class _Analysed:
     data: bytes
     analysis: TargetAnalysis
+    previews: dict[int, bytes]
     cpu: float
     # The image analysed as a photo, for the look-alike search; None when it has too few photo features.
     query: QueryAnalysis | None = None
@@ -319,6 +333,8 @@ def _analyse(path: str, max_bytes: int) -> _Analysed | _Failed:
         if len(data) > max_bytes:
             raise FileTooLarge(f"{len(data)} bytes, more than {max_bytes}")
         analysis = _worker_recognizer.analyse_target(data)
+        # Made here, beside the analysis, so that this process only writes them.
+        previews = stored_previews(data, max_pixels=_worker_recognizer.settings.max_pixels)
     except ImageCloudError as error:
         return _Failed(error.returncode, error.message, error.detail or "")
     except OSError as error:
@@ -328,7 +344,7 @@ def _analyse(path: str, max_bytes: int) -> _Analysed | _Failed:
         query: QueryAnalysis | None = replace(_worker_recognizer.analyse_query(data), data=b"")
     except ImageCloudError:
         query = None
-    return _Analysed(data, analysis, time.thread_time() - started, query)
+    return _Analysed(data, analysis, previews, time.thread_time() - started, query)
 
 
 class Lookalikes:
@@ -423,7 +439,7 @@ def enrol_in_process(
                 looks_like = lookalikes.similar(result.query, result.data) if lookalikes else ""
                 try:
                     target_id = service.add_analysed(
-                        channel, ident, candidate.metadata, result.data, result.analysis
+                        channel, ident, candidate.metadata, result.data, result.analysis, result.previews
                     )
                 except QuotaExceeded as error:
                     full = error  # nothing more fits: the rest is rejected without analysis

@@ -118,11 +118,57 @@ class TestAnonymousBudget:
             forged = {"X-Forwarded-For": f"198.51.100.{n}"}
             assert code(get_image(limited, source, fields, forged)) == 20015
 
+    def test_a_forwarded_for_header_from_loopback_buys_nothing_either(
+        self, limited: ServerProcess, public: Account
+    ) -> None:
+        """No proxy is trusted unless configured: a client on the server's own host (127.0.0.1) cannot mint
+        a fresh budget per request with a rotating header."""
+        fields = {"channel": public.channel, "identifier": "poster"}
+        codes = [
+            code(get_image(limited, "127.0.0.1", fields, {"X-Forwarded-For": f"198.51.100.{n}"}))
+            for n in range(BURST + 3)
+        ]
+        assert codes == [0] * BURST + [20015] * 3
+
     def test_other_endpoints_are_not_charged(self, limited: ServerProcess, public: Account) -> None:
         source = next(_addresses)
         for _ in range(BURST + 2):
             assert code(post(limited, source, "GetImages", public.auth())) == 0
         assert code(get_image(limited, source, {"channel": public.channel, "identifier": "poster"})) == 0
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Behind a reverse proxy on the same host, named as trusted."""
+    env = {
+        "IMAGECLOUD_ANONYMOUS_RATE_LIMIT_PER_SECOND": "0.0001",
+        "IMAGECLOUD_ANONYMOUS_RATE_LIMIT_BURST": str(BURST),
+        "IMAGECLOUD_TRUSTED_PROXIES": "127.0.0.1",
+    }
+    server = ServerProcess(tmp_path_factory.mktemp("proxied"), env=env)
+    server.start()
+    yield server
+    server.stop()
+
+
+class TestTrustedProxy:
+    def test_a_trusted_proxys_forwarded_for_names_the_client(
+        self, proxied: ServerProcess, target_jpeg: bytes
+    ) -> None:
+        account = proxied.new_account("behind")
+        add_ok(proxied, account, "poster", target_jpeg)
+        fields = {"channel": account.channel, "identifier": "poster"}
+        spender = {"X-Forwarded-For": "198.51.100.7"}
+        for _ in range(BURST):
+            assert code(get_image(proxied, "127.0.0.1", fields, spender)) == 0
+        assert code(get_image(proxied, "127.0.0.1", fields, spender)) == 20015
+        # Another client behind the same proxy has a budget of its own.
+        assert code(get_image(proxied, "127.0.0.1", fields, {"X-Forwarded-For": "198.51.100.8"})) == 0
+        # An untrusted peer's header still counts for nothing.
+        source = next(_addresses)
+        for n in range(BURST):
+            get_image(proxied, source, fields, {"X-Forwarded-For": f"203.0.113.{n}"})
+        assert code(get_image(proxied, source, fields, {"X-Forwarded-For": "203.0.113.99"})) == 20015
 
 
 class TestBuckets:

@@ -16,7 +16,7 @@ from tests import imagegen
 from tests.api import images
 from tests.api.helpers import add_ok, find_in
 from tests.browser.conftest import login
-from tests.browser.pages import console_errors, texts, wait_for, wait_until
+from tests.browser.pages import TIMEOUT, console_errors, texts, wait_for, wait_until
 from tests.server import Account, ServerProcess
 
 Shot = Callable[[WebDriver, str], None]
@@ -333,13 +333,16 @@ class TestStatistics:
 
 
 def _wait_for_file(folder: Path, pattern: str) -> Path:
-    deadline = time.monotonic() + 20
+    """The finished download: Chromium reserves the final name with an empty file while it still writes
+    to ``*.crdownload``, so a file of that name alone does not mean the download is complete."""
+    deadline = time.monotonic() + TIMEOUT  # only against a download that never comes
     while time.monotonic() < deadline:
         found = [p for p in folder.glob(pattern) if not p.name.endswith(".crdownload")]
-        if found:
+        writing = list(folder.glob("*.crdownload"))
+        if found and not writing and found[0].stat().st_size > 0:
             return found[0]
         time.sleep(0.1)
-    raise AssertionError(f"no {pattern} in {folder}: {list(folder.iterdir())}")
+    raise AssertionError(f"no finished {pattern} in {folder}: {list(folder.iterdir())}")
 
 
 class TestEscaping:

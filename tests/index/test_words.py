@@ -7,7 +7,6 @@ either those posters or random word sets (queried with the words' own centroids,
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -359,16 +358,21 @@ class TestMerging:
     def test_add_while_the_merger_winds_down_is_merged(self, vocabulary: Vocabulary) -> None:
         """A merge requested just as the merger thread leaves its loop must still happen."""
 
-        class SlowToLeave(WordIndex):
+        leaving, leave = threading.Event(), threading.Event()
+
+        class HeldOnItsWayOut(WordIndex):
             def _merge_loop(self) -> None:
                 super()._merge_loop()
-                time.sleep(0.2)  # as if preempted right after deciding that there is nothing to do
+                # Decided that there is nothing to do, still alive: held here until the test lets it go.
+                leaving.set()
+                leave.wait()
 
         settings = WordSettings(coarse=64, fine=128, train_per_word=1, merge_fanout=2)
-        index = SlowToLeave(vocabulary, settings)
+        index = HeldOnItsWayOut(vocabulary, settings)
         index.add(0, 1, _words(vocabulary, 0))
-        time.sleep(0.1)  # the merger found nothing to merge and is on its way out
-        index.add(1, 1, _words(vocabulary, 1))
+        assert leaving.wait(timeout=60), "the merger never ran"
+        index.add(1, 1, _words(vocabulary, 1))  # while that merger thread is on its way out
+        leave.set()
         index.wait_idle()
         assert index.shard_sizes() == [2]
 
@@ -481,7 +485,7 @@ class TestConcurrency:
         removed: list[int] = []  # appended only after remove() returned
         errors: list[BaseException] = []
         searches = [0]
-        counting = threading.Lock()
+        counted = threading.Condition()
         stop = threading.Event()
 
         def reader(seed: int) -> None:
@@ -492,10 +496,13 @@ class TestConcurrency:
                     t = int(rng.choice(removed)) if removed and rng.random() < 0.7 else int(rng.integers(20))
                     hits = index.search(_query(vocabulary, _words(vocabulary, t)), [1], 10)
                     assert not gone & set(_targets(hits)), (gone & set(_targets(hits)), t)
-                    with counting:
+                    with counted:
                         searches[0] += 1
+                        counted.notify_all()
             except BaseException as exc:
                 errors.append(exc)
+                with counted:
+                    counted.notify_all()
 
         threads = [threading.Thread(target=reader, args=(s,)) for s in range(3)]
         for th in threads:
@@ -509,9 +516,10 @@ class TestConcurrency:
                 if t % 50 == 0:
                     index.drop_scope(5)  # an empty scope: schedules merges all the same
                 if t % 10 == 0:  # let the readers in between the writes
-                    wanted, deadline = searches[0] + 3, time.monotonic() + 5
-                    while searches[0] < wanted and time.monotonic() < deadline and not errors:
-                        time.sleep(0.001)
+                    with counted:
+                        wanted = searches[0] + 3
+                        while searches[0] < wanted and not errors:
+                            counted.wait(timeout=60)
         finally:
             stop.set()
             for th in threads:

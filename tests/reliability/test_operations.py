@@ -75,6 +75,35 @@ class TestMetrics:
         assert "# TYPE imagecloud_request_duration_seconds histogram" in text
 
 
+@pytest.fixture(scope="module")
+def guarded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(
+        tmp_path_factory.mktemp("guarded"), env={"IMAGECLOUD_METRICS_TOKEN": "s3cret-token"}
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+class TestMetricsAccess:
+    """/metrics counts every tenant's requests: not for whoever can reach the port."""
+
+    def test_loopback_only_and_not_through_a_proxy(self, chatty_server: ServerProcess):
+        url = f"{chatty_server.url}/metrics"
+        assert httpx.get(url).status_code == 200
+        # What a reverse proxy on the same host relays comes from loopback too, but for someone else.
+        for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+            assert httpx.get(url, headers={header: "203.0.113.5"}).status_code == 403, header
+
+    def test_behind_a_token_when_one_is_configured(self, guarded_server: ServerProcess):
+        url = f"{guarded_server.url}/metrics"
+        assert httpx.get(url).status_code == 401
+        assert httpx.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        allowed = httpx.get(url, headers={"Authorization": "Bearer s3cret-token"})
+        assert allowed.status_code == 200
+        assert "imagecloud_index_targets" in allowed.text
+
+
 class TestRequestIds:
     def test_given_id_is_echoed_and_logged(self, chatty_server: ServerProcess):
         account = chatty_server.new_account("rid1")
@@ -109,6 +138,14 @@ class TestRequestIds:
         assert first != second
 
 
+def accepts_connections(server: ServerProcess) -> bool:
+    try:
+        connect(server, timeout=5).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
 class TestGracefulShutdown:
     def test_sigterm_finishes_the_request_in_flight(self, fresh_server: ServerProcess, target_jpeg):
         account = fresh_server.new_account("drain")
@@ -124,7 +161,10 @@ class TestGracefulShutdown:
                 time.sleep(0.05)
             assert fresh_server.process is not None
             fresh_server.process.send_signal(signal.SIGTERM)
-            time.sleep(0.5)  # let the signal land while the request is still incomplete
+            # The signal has landed once the server stops accepting: only then is the request known to be
+            # in flight during the shutdown.
+            while accepts_connections(fresh_server):
+                time.sleep(0.05)
             sock.sendall(request[-100:])
             status, _headers, body = read_response(sock)
         assert status == 200

@@ -19,7 +19,7 @@ SECRET: dict[str, str] = {}
 
 
 def _service(data_dir: Path) -> Service:
-    service = build_service(Settings(data_dir=data_dir, words_min_targets=THRESHOLD, second_pass=False))
+    service = build_service(Settings(data_dir=data_dir, words_min_targets=THRESHOLD, second_pass="off"))
     service.start()
     return service
 

@@ -13,15 +13,14 @@ from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
 from imagecloud import __version__
-from imagecloud.api import appkeys, console, docs, vendor
+from imagecloud.api import appkeys, console, docs, files, vendor
 from imagecloud.api.backpressure import VisionAdmission
 from imagecloud.api.limits import BODY_TIMEOUT, TOO_LARGE_BODY, BodySizeLimit, BodyTimeout, BodyTooLarge
 from imagecloud.api.logs import RequestContext
-from imagecloud.api.metrics import CONTENT_TYPE, Metrics
+from imagecloud.api.metrics import CONTENT_TYPE, Metrics, may_read_metrics
 from imagecloud.api.openapi import describe_form_endpoints
 from imagecloud.service.ratelimit import RateLimiter
 from imagecloud.service.service import Service
-from imagecloud.storage.blobs import is_blob_key
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +93,7 @@ def create_app(service: Service) -> FastAPI:
     app.state.metrics = metrics
     app.include_router(vendor.router)
     app.include_router(appkeys.router)
+    app.include_router(files.router)
     describe_form_endpoints(app)
     console.install(app)  # web console pages + the extensions only it uses
     docs.install(app)
@@ -108,7 +108,10 @@ def create_app(service: Service) -> FastAPI:
         return Response(BODY_TIMEOUT, status_code=408, media_type="application/json", headers=headers)
 
     @app.get("/metrics")
-    async def metrics_text() -> Response:
+    async def metrics_text(request: Request) -> Response:
+        refusal = may_read_metrics(request, settings.metrics_token)
+        if refusal is not None:
+            return refusal
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/healthz")
@@ -121,20 +124,6 @@ def create_app(service: Service) -> FastAPI:
         ready = service.ready and database
         body = {"status": "ready" if ready else "not ready", "index": service.ready, "database": database}
         return JSONResponse(body, status_code=200 if ready else 503)
-
-    @app.get("/files/{blob_key}")
-    async def image_file(blob_key: str, request: Request) -> Response:
-        if not is_blob_key(blob_key):
-            return Response(status_code=404)
-        found = await anyio.to_thread.run_sync(service.image_file, blob_key)
-        if found is None:
-            return Response(status_code=404)
-        data, content_type = found
-        # A blob never changes under its key (an update makes a new key), so it may be cached for good.
-        headers = {"ETag": f'"{blob_key}"', "Cache-Control": "public, max-age=31536000, immutable"}
-        if request.headers.get("if-none-match") == headers["ETag"]:
-            return Response(status_code=304, headers=headers)
-        return Response(data, media_type=content_type, headers=headers)
 
     app.add_middleware(
         BodySizeLimit,

@@ -1,8 +1,9 @@
-"""The web console: its static files at ``/console/``, and the two extensions only it needs.
+"""The web console: its static files at ``/console/``, and the extension only it needs.
 
 - ``POST /GetImageDetail`` (owner-authenticated, form fields like every endpoint): a target's keypoints with
   how often each was re-found in the rating self-test, and the rating's inputs.
-- ``GET /files/{key}/thumbnail?size=N``: a JPEG preview of a stored target for the grid.
+
+Previews for the grid (``/files/{key}/thumbnail``) are served by :mod:`imagecloud.api.files`.
 
 The pages are plain ES modules and CSS shipped inside the package, so the console works with no network
 and no front-end build.
@@ -20,15 +21,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from imagecloud.api.forms import Form
-from imagecloud.api.responses import RETRY_AFTER_SECONDS
 from imagecloud.api.vendor import in_thread, vendor_endpoint
-from imagecloud.errors import ImageCloudError, SystemBusy
 from imagecloud.service.service import Service
-from imagecloud.storage.blobs import is_blob_key
 
 router = APIRouter()
-
-THUMBNAIL_SIZES = (64, 128, 256, 512, 1024)
 
 # The pages load nothing from elsewhere and never evaluate strings: a script injected through user data
 # could not run even if some code path forgot to escape it.
@@ -61,28 +57,6 @@ async def get_image_detail(request: Request, service: Service, form: Form) -> di
     )
     # The self-test re-renders and re-extracts the rating views: image work, so it waits in the same queue.
     return await in_thread(request, call, vision=True)
-
-
-@router.get("/files/{blob_key}/thumbnail")
-async def thumbnail(blob_key: str, request: Request, size: int = 256) -> Response:
-    service: Service = request.app.state.service
-    if not is_blob_key(blob_key):
-        return Response(status_code=404)
-    # A fixed set of sizes keeps caches small and stops callers from asking for arbitrary work.
-    size = min(THUMBNAIL_SIZES, key=lambda allowed: abs(allowed - size))
-    etag = f'"{blob_key}-{size}"'
-    headers = {"ETag": etag, "Cache-Control": "public, max-age=31536000, immutable"}
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers=headers)
-    try:
-        data = await in_thread(request, partial(service.thumbnail, blob_key, size), vision=True)
-    except SystemBusy:
-        return Response(status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-    except ImageCloudError:
-        return Response(status_code=404)
-    if data is None:
-        return Response(status_code=404)
-    return Response(data, media_type="image/jpeg", headers=headers)
 
 
 def static_dir() -> Path:

@@ -46,10 +46,10 @@ def _upload(data: bytes) -> Upload:
 class InProcessBackend:
     """A fresh service on a temporary SQLite database and blob folder: the same code the server runs."""
 
-    def __init__(self, data_dir: Path | None = None) -> None:
+    def __init__(self, data_dir: Path | None = None, **settings: Any) -> None:
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="imagecloud-bench-")
         root = data_dir or Path(self._tmp.name if self._tmp else ".")
-        self.service: Service = build_service(Settings(data_dir=root))
+        self.service: Service = build_service(Settings(data_dir=root, **settings))
         self.service.start()
         self.username = "bench"
         self.secretkey = self.service.create_user(self.username)

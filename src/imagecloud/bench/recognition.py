@@ -30,6 +30,7 @@ from imagecloud.bench.metrics import (
     score_histogram,
     threshold_curve,
 )
+from imagecloud.errors import ImageCloudError
 
 Progress = Callable[[str, int, int], None]
 
@@ -222,12 +223,43 @@ def _failure_picture(
         if expected is not None:
             panels.append(_panel(expected, f"expected {outcome.expected}", height))
     if outcome.returned is not None and outcome.returned in paths_by_id:
-        returned = cv2.imread(str(paths_by_id[outcome.returned]), cv2.IMREAD_COLOR)
+        returned_path = paths_by_id[outcome.returned]
+        returned = cv2.imread(str(returned_path), cv2.IMREAD_COLOR)
         if returned is not None:
+            # Where the returned target was seen: each inlier correspondence as one coloured dot on both.
+            pairs = _inlier_pairs(query_path.read_bytes(), returned_path.read_bytes())
+            radius = max(3, query.shape[1] // 160)
+            for number, (photo_point, target_point) in enumerate(pairs):
+                hue = np.array([[[number * 37 % 180, 255, 255]]], dtype=np.uint8)
+                color = tuple(int(c) for c in cv2.cvtColor(hue, cv2.COLOR_HSV2BGR)[0, 0])
+                cv2.circle(query, tuple(int(v) for v in photo_point), radius, color, -1, cv2.LINE_AA)
+                size = max(3, returned.shape[1] // 160)
+                cv2.circle(returned, tuple(int(v) for v in target_point), size, color, -1, cv2.LINE_AA)
+            panels[0] = _panel(query, f"query {Path(outcome.query).name} ({len(pairs)} inliers)", height)
             panels.append(_panel(returned, f"returned {outcome.returned}", height))
     folder.mkdir(parents=True, exist_ok=True)
     name = (outcome.group + "." if outcome.group else "") + Path(outcome.query).stem + ".png"
     cv2.imwrite(str(folder / name), np.hstack(panels))
+
+
+def _inlier_pairs(photo: bytes, target: bytes) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The photo and target points the service's verification pairs up, re-computed here for a picture."""
+    from imagecloud.service.recognizer import Recognizer
+    from imagecloud.vision.features import Features
+    from imagecloud.vision.verify import verify
+
+    recognizer = Recognizer()
+    try:
+        query = recognizer.analyse_query(photo)
+        stored = Features.from_bytes(recognizer.analyse_target(target).features_blob)
+    except ImageCloudError:
+        return []
+    geometry = verify(query.features, stored, recognizer.settings.verify)
+    if geometry is None:
+        return []
+    return list(
+        zip(query.features.points[geometry.query_idx], stored.points[geometry.target_idx], strict=True)
+    )
 
 
 def _panel(image: np.ndarray, label: str, height: int) -> np.ndarray:

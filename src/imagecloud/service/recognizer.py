@@ -23,6 +23,8 @@ from imagecloud.errors import FeatureInsufficient, ImageCloudError
 from imagecloud.index.binary import BinaryVotingIndex, Candidate, IndexSettings
 from imagecloud.index.sealed import SavedScope, SegmentStore, fingerprint
 from imagecloud.index.words import Hit, Vocabulary, WordIndex, WordSettings
+from imagecloud.recognition.acceptance import AcceptanceSettings, assess
+from imagecloud.recognition.findings import Findings, View
 from imagecloud.vision.decode import decode_image
 from imagecloud.vision.features import FeatureExtractor, Features, FeatureSettings
 from imagecloud.vision.rating import SelfTest, rate, self_test
@@ -48,17 +50,31 @@ class RecognizerSettings:
     query_features: FeatureSettings = field(default_factory=lambda: FeatureSettings(keep=1500))
     index: IndexSettings = field(default_factory=IndexSettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
+    acceptance: AcceptanceSettings = field(default_factory=AcceptanceSettings)
+    # Candidates still verified after the answer is accepted: a competing target at the same place makes
+    # the photo ambiguous, and a second print in it may be the more prominent one.
+    competitors: int = 4
+    # ... among candidates with at least this share of the accepted one's votes: a competing subject or a
+    # second print draws votes like the first; the usual runner-up of a photo of one print has ~1/8.
+    competitor_votes: float = 0.25
     shortlist: int = 10  # candidates geometrically verified per search
     min_query_keypoints: int = 40  # fewer and a photo cannot be searched (FeatureInsufficient)
     min_votes: float = 8.0  # candidates with fewer descriptor votes are not worth verifying
     first_votes: int = 500  # photo descriptors in the first, cheap voting round
     first_verify: int = 2  # candidates of the first round verified before the remaining descriptors vote
-    # Second pass, only for photos the first pass found nothing in: small, steep or low-contrast prints.
-    second_pass: bool = True
+    # Second pass for photos the first pass accepted nothing in (small, steep or low-contrast prints):
+    # "always", "evidence" (only when some target made a plausible view) or "off".
+    second_pass: str = "always"
     second_working_size: int = 1400  # long side the photo is re-analysed at, upsampled if need be
     second_max_upsample: float = 1.5  # tiny photos are not blown up further: they hold nothing more
+    # Only keypoints of pyramid levels 0-3 vote in the second pass: at 1.2^3 = 1.73 < 1400/800 they are finer
+    # than anything the first pass saw, while coarser ones repeat its scales and add only noise votes
+    # (measured on the synthetic views: scale-15 66 -> 77%, tilt-60 93 -> 97%, and cheaper).
+    second_vote_octaves: int = 3
+    second_shortlist: int = 10  # second-pass candidates verified
+    # 2,000 dense keypoints found as much as 3,000 on small and steep prints, at ~4/5 of the cost.
     second_features: FeatureSettings = field(
-        default_factory=lambda: FeatureSettings(candidates=10_000, keep=3000, fast_threshold=8)
+        default_factory=lambda: FeatureSettings(candidates=8000, keep=2000, fast_threshold=8)
     )
     # Scopes with at least this many targets are searched through the visual-word index, whose RAM per
     # target is ~1/100 of the exact index's (1.8 KB against 176 KB of process RSS, bench/results/scale/);
@@ -511,11 +527,13 @@ class Recognizer:
 
     # ----------------------------------------------------------------------------- search
     def search(self, query: QueryAnalysis, scopes: Sequence[int], max_results: int = 1) -> list[Match]:
-        """Verified matches, most inliers first; ``[]`` when nothing passes verification.
+        """Accepted matches, most prominent first; ``[]`` when nothing is accepted.
 
-        Candidates are verified in vote order and the search stops once ``max_results`` distinct
-        targets have passed: verification, not the vote, decides what is returned, so a later
-        candidate can only add another correct answer, and skipping it saves most of the cost.
+        Candidates are verified in vote order (:mod:`imagecloud.vision.verify` for the geometry,
+        :mod:`imagecloud.recognition.acceptance` for the decision). Once ``max_results`` targets are
+        accepted, ``competitors`` more candidates are still verified: another target that fits the same
+        place in the photo makes the answer ambiguous (:mod:`imagecloud.recognition.findings`), and a
+        second print in the photo may be the more prominent one.
 
         Voting costs time linear in the number of photo descriptors, so it happens in two rounds: the
         first ``first_votes`` descriptors (spread over the photo) vote and their best candidates are
@@ -529,22 +547,21 @@ class Recognizer:
         with self._lock:
             word_scopes = [sc for sc in scopes if sc in self._word_scopes]
         exact_scopes = [sc for sc in scopes if sc not in set(word_scopes)]
-        found: list[tuple[int, int, Match]] = []
+        findings = Findings(overlap=s.acceptance.overlap)
         if exact_scopes:
-            self._search_exact(query, exact_scopes, wanted, limit, found)
-        if word_scopes and len(found) < wanted:
-            self._verify_hits(query, word_scopes, wanted, found)
-        if not found and s.second_pass and query.data:
-            self._second_pass(query, exact_scopes, word_scopes, limit, wanted, found)
-        return self._current_matches(found, wanted)
+            self._search_exact(query, exact_scopes, wanted, limit, findings)
+        if word_scopes and findings.accepted < wanted:
+            self._verify_hits(query, word_scopes, wanted, findings)
+        if not findings.accepted and query.data and self._second_look(findings):
+            self._second_pass(query, exact_scopes, word_scopes, limit, wanted, findings)
+        return self._current_matches(findings.answers(query.width, query.height), wanted)
+
+    def _second_look(self, findings: Findings) -> bool:
+        mode = self.settings.second_pass
+        return mode == "always" or (mode == "evidence" and findings.evidence)
 
     def _search_exact(
-        self,
-        query: QueryAnalysis,
-        scopes: Sequence[int],
-        wanted: int,
-        limit: int,
-        found: list[tuple[int, int, Match]],
+        self, query: QueryAnalysis, scopes: Sequence[int], wanted: int, limit: int, findings: Findings
     ) -> None:
         s = self.settings
         desc = query.features.descriptors
@@ -552,39 +569,32 @@ class Recognizer:
         first = min(len(desc), s.first_votes)
         ballot = self._index.ballot(desc[:first], scopes)
         scale = first / max(1, len(desc))
-        self._verify_candidates(query, ballot.top(s.first_verify), s.min_votes * scale, wanted, found, tried)
-        if len(found) < wanted and first < len(desc):
+        top = ballot.top(s.first_verify + s.competitors)
+        self._verify_candidates(query, top, s.min_votes * scale, wanted, findings, tried)
+        if findings.accepted < wanted and first < len(desc):
             ballot = ballot + self._index.ballot(desc[first:], scopes)
-            self._verify_candidates(query, ballot.top(limit), s.min_votes, wanted, found, tried)
+            self._verify_candidates(query, ballot.top(limit), s.min_votes, wanted, findings, tried)
 
     def _verify_hits(
-        self, query: QueryAnalysis, scopes: Sequence[int], wanted: int, found: list[tuple[int, int, Match]]
+        self, query: QueryAnalysis, scopes: Sequence[int], wanted: int, findings: Findings
     ) -> None:
         """Verify word-index candidates best-ranked first, reading their features a few at a time."""
         words = self._words
         if words is None:
             return
         hits: list[Hit] = words.search(query.features.descriptors, scopes, self.settings.words_shortlist)
+        checked = _Budget(wanted, self.settings.competitors)
         batch = 8  # the right target is usually first: read features lazily, not all 50 at once
         for start in range(0, len(hits), batch):
             chunk = hits[start : start + batch]
             feats = self._features_of([h.target for h in chunk])
             for h in chunk:
-                if len(found) >= wanted:
+                if checked.spent(findings):
                     return
                 f = feats.get(h.target)
-                if f is None:
-                    continue
-                v = verify(query.features, f, self.settings.verify)
-                if v is not None:
-                    # Word-index matches carry entry -target: entries of the exact index are positive.
-                    found.append(
-                        (
-                            -h.target,
-                            v.inliers,
-                            Match(target_id=h.target, scope=h.scope, score=v.score, corners=v.corners),
-                        )
-                    )
+                if f is not None:
+                    # Word-index views carry entry -target: entries of the exact index are positive.
+                    self._check(query, f, (h.scope, h.target), -h.target, findings)
 
     def _second_pass(
         self,
@@ -593,15 +603,16 @@ class Recognizer:
         word_scopes: Sequence[int],
         limit: int,
         wanted: int,
-        found: list[tuple[int, int, Match]],
+        findings: Findings,
     ) -> None:
         """Re-analyse the photo larger and denser, then vote and verify again.
 
         A print filling 15-30% of the frame, or seen at a steep angle, leaves only a few dozen of the
         first pass's keypoints on the print, and its fine detail sits below the smallest scale the
         800-px analysis sees. Upsampled to 1400 px with a lower FAST threshold and 3,000 keypoints, the
-        same print gets enough correspondences to verify. The usual verification decides, so this adds
-        reach, not risk; it costs several times the first pass and so runs only when that found nothing.
+        same print gets enough correspondences to verify. The same acceptance rule decides, judged on
+        what this analysis resolves; it costs several times the first pass and so runs only when that
+        accepted nothing (and, with ``second_pass = "evidence"``, only when some target fitted at all).
         """
         s = self.settings
         try:
@@ -621,10 +632,12 @@ class Recognizer:
             width=img.width, height=img.height, features=feats, gray=gray, scale=scale, data=b""
         )
         if scopes:
-            candidates = self._index.ballot(feats.descriptors, scopes).top(limit)
-            self._verify_candidates(dense, candidates, s.min_votes, wanted, found, set())
-        if word_scopes and len(found) < wanted:
-            self._verify_hits(dense, word_scopes, wanted, found)
+            # Only the detail the first pass could not see votes: coarser keypoints repeat its scales.
+            fine = feats.octaves <= s.second_vote_octaves
+            candidates = self._index.ballot(feats.descriptors[fine], scopes).top(s.second_shortlist)
+            self._verify_candidates(dense, candidates, s.min_votes * fine.mean(), wanted, findings, set())
+        if word_scopes and findings.accepted < wanted:
+            self._verify_hits(dense, word_scopes, wanted, findings)
 
     def _verify_candidates(
         self,
@@ -632,43 +645,66 @@ class Recognizer:
         candidates: Sequence[Candidate],
         min_votes: float,
         wanted: int,
-        found: list[tuple[int, int, Match]],
+        findings: Findings,
         tried: set[int],
     ) -> None:
         s = self.settings
-        for cand in candidates:
-            if cand.votes < min_votes or len(found) >= wanted:
+        checked = _Budget(wanted, s.competitors)
+        accepted_votes = 0.0
+        for cand in candidates:  # best-voted first
+            weak = cand.votes < min_votes or cand.votes < s.competitor_votes * accepted_votes
+            if weak or checked.spent(findings):
                 break
             if cand.entry in tried:
                 continue
             tried.add(cand.entry)
             with self._lock:
                 e = self._entries.get(cand.entry)
-            if e is None:
-                continue
-            v = verify(query.features, e.features, s.verify)
-            if v is not None:
-                found.append(
-                    (
-                        cand.entry,
-                        v.inliers,
-                        Match(target_id=e.target_id, scope=e.scope, score=v.score, corners=v.corners),
-                    )
-                )
+            if e is not None:
+                before = findings.accepted
+                self._check(query, e.features, (e.scope, e.target_id), cand.entry, findings)
+                if findings.accepted > before and not accepted_votes:
+                    accepted_votes = cand.votes
 
-    def _current_matches(self, found: list[tuple[int, int, Match]], wanted: int) -> list[Match]:
-        found = sorted(found, key=lambda f: -f[1])
+    def _check(
+        self, query: QueryAnalysis, target: Features, key: tuple[int, int], entry: int, findings: Findings
+    ) -> None:
+        """Verify one candidate and report its view, accepted or not, to ``findings``."""
+        s = self.settings
+        geometry = verify(query.features, target, s.verify)
+        if geometry is None:
+            return
+        target_scale = max(1.0, max(target.width, target.height) / s.target_working_size)
+        assessment = assess(query.features, query.scale, target, target_scale, geometry, s.acceptance)
+        findings.add(View(key=key, entry=entry, corners=geometry.corners, assessment=assessment))
+
+    def _current_matches(self, views: Sequence[View], wanted: int) -> list[Match]:
         out: list[Match] = []
-        seen: set[tuple[int, int]] = set()
         with self._lock:
             # Re-checked under the lock: a target removed while this search ran is not returned.
-            for entry, _, m in found:
-                key = (m.scope, m.target_id)
-                current = entry < 0 or self._current.get(key) == entry
-                if current and key not in seen:
-                    seen.add(key)
-                    out.append(m)
+            for view in views:
+                if view.entry < 0 or self._current.get(view.key) == view.entry:
+                    scope, target_id = view.key
+                    corners = view.corners.tolist()
+                    out.append(
+                        Match(target_id=target_id, scope=scope, score=view.assessment.score, corners=corners)
+                    )
         return out[:wanted]
+
+
+class _Budget:
+    """Verification stops ``extra`` candidates after ``wanted`` targets were accepted (competitors)."""
+
+    def __init__(self, wanted: int, extra: int) -> None:
+        self.wanted = wanted
+        self.extra = extra
+        self.after = -1
+
+    def spent(self, findings: Findings) -> bool:
+        if findings.accepted < self.wanted:
+            return False
+        self.after += 1
+        return self.after >= self.extra
 
 
 def _claims(saved: dict[int, SavedScope]) -> dict[tuple[int, int], tuple[int, int]]:

@@ -35,8 +35,10 @@ from imagecloud.errors import (
 from imagecloud.service import validation as check
 from imagecloud.service.appkeys import AppKeys, Reader
 from imagecloud.service.auth import hash_key, key_matches, new_secret_key
+from imagecloud.service.files import Files
 from imagecloud.service.ratelimit import RateLimiter
 from imagecloud.service.recognizer import Recognizer, TargetAnalysis
+from imagecloud.service.sweep import collect_orphans
 from imagecloud.storage import (
     BlobStore,
     Channel,
@@ -48,8 +50,10 @@ from imagecloud.storage import (
     searches,
 )
 from imagecloud.storage.blobs import new_blob_key
+from imagecloud.storage.lock import DataDirLock
+from imagecloud.storage.thumbnails import ThumbnailStore
 from imagecloud.vision.rating import LEVEL_BANDS, MIN_KEYPOINTS, MIN_MATCHRATIO, MIN_REFOUND
-from imagecloud.vision.thumbnail import thumbnail as make_thumbnail
+from imagecloud.vision.thumbnail import stored_previews
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +84,23 @@ def too_large(size: int, limit: int, endpoint: str) -> str:
 
 
 class Service:
-    def __init__(self, settings: Settings, db: Database, blobs: BlobStore, recognizer: Recognizer) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        blobs: BlobStore,
+        recognizer: Recognizer,
+        previews: ThumbnailStore,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.blobs = blobs
         self.recognizer = recognizer
+        self.previews = previews
+        self.files = Files(db, blobs, previews, settings.max_pixels)
+        # Set by whoever took the data directory's lock (``imagecloud serve``): only then may the start-up
+        # sweep take every unreferenced file for garbage.
+        self.data_lock: DataDirLock | None = None
         self._locks_guard = threading.Lock()
         self._channel_locks: dict[int, threading.Lock] = {}
         self.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
@@ -98,7 +114,8 @@ class Service:
     def start(self) -> None:
         """Migrate, drop blobs no row points to (left by a crash mid-add), load the search index."""
         self.db.migrate()
-        self._collect_orphan_blobs()
+        exclusive = self.data_lock is not None and self.data_lock.held
+        collect_orphans(self.db, self.blobs, self.previews, exclusive=exclusive)
         counts, live = self._census()
         missing = self.recognizer.open_words(counts, live)
         if missing:
@@ -147,17 +164,6 @@ class Service:
         except Exception:
             return False
         return True
-
-    def _collect_orphan_blobs(self) -> None:
-        with self.db.session() as session:
-            known = set(session.scalars(select(Target.blob_key)))
-        removed = 0
-        for key in list(self.blobs.keys()):
-            if key not in known:
-                self.blobs.delete(key)
-                removed += 1
-        if removed:
-            log.warning("removed %d blob files without a target row", removed)
 
     def _stored_features(
         self, ids: Sequence[int] | None = None, skip_channels: set[int] | None = None
@@ -254,7 +260,7 @@ class Service:
                 session.execute(delete(Channel).where(Channel.id == channel.id))
                 searches.forget_channel(session, channel.owner_id, channel.name)
             for key in keys:
-                self.blobs.delete(key)
+                self._delete_files(key)
 
     def list_channels(self, owner: str | None = None) -> list[ChannelInfo]:
         query = (
@@ -358,7 +364,8 @@ class Service:
         data = self._read_upload(upload, self.settings.max_add_bytes, "AddImage")
         analysis = self.recognizer.analyse_target(data)
         similar = self.similar_targets(data, owned.id)
-        target_id = self._write_target(owned, ident, meta, data, analysis)
+        previews = self._render_previews(data)
+        target_id = self._write_target(owned, ident, meta, data, analysis, previews=previews)
         log.info("added target %s/%s as %d (level %d)", owned.name, ident, target_id, analysis.level)
         return {
             "level": analysis.level,
@@ -436,6 +443,7 @@ class Service:
         analysis: TargetAnalysis,
         *,
         replaces: Target | None = None,
+        previews: dict[int, bytes] | None = None,
     ) -> int:
         """File, row and index entry appear together or not at all; returns the new target id.
 
@@ -446,12 +454,17 @@ class Service:
         With ``replaces``, the new row takes the old one's place in the same transaction; the index holds
         both for a moment, so the identifier stays findable throughout, and the old features are gone once
         this returns.
+
+        ``previews`` (size → JPEG) are stored beside the file, so that no anonymous request ever has to
+        render them.
         """
         key = new_blob_key()
         with self._channel_lock(channel.id):
             self.blobs.put(key, data)
             indexed: int | None = None
             try:
+                for size, preview in (previews or {}).items():
+                    self.previews.put(key, size, preview)
                 with self.db.session() as session:
                     if replaces is None:
                         # Checked again under the channel lock: a concurrent add may have won the race.
@@ -482,12 +495,20 @@ class Service:
             except BaseException:
                 if indexed is not None:
                     self.recognizer.remove(channel.id, indexed)
-                self.blobs.delete(key)
+                self._delete_files(key)
                 raise
             if replaces is not None:
                 self.recognizer.remove(channel.id, replaces.id)
-                self.blobs.delete(replaces.blob_key)
+                self._delete_files(replaces.blob_key)
             return indexed
+
+    def _render_previews(self, data: bytes) -> dict[int, bytes]:
+        return stored_previews(data, max_pixels=self.settings.max_pixels)
+
+    def _delete_files(self, key: str) -> None:
+        # Previews first: a crash in between leaves an original without a row, which the sweep finds.
+        self.previews.delete(key)
+        self.blobs.delete(key)
 
     # ------------------------------------------------------------------ bulk import (operator, CLI)
 
@@ -511,7 +532,13 @@ class Service:
             yield from ((int(t), str(i), bytes(d)) for t, i, d in rows)
 
     def add_analysed(
-        self, channel: Channel, identifier: str, metadata: str | None, data: bytes, analysis: TargetAnalysis
+        self,
+        channel: Channel,
+        identifier: str,
+        metadata: str | None,
+        data: bytes,
+        analysis: TargetAnalysis,
+        previews: dict[int, bytes] | None = None,
     ) -> int:
         """AddImage for the operator's ``imagecloud import``, with the image analysed beforehand.
 
@@ -519,7 +546,8 @@ class Service:
         ``Recognizer.analyse_target(data)`` under this service's recognizer settings (the import runs it in
         worker processes). The rest is AddImage without authentication: the same checks in the same order
         (20002, 20010, 20016/20012, 20006; a channel deleted meanwhile is 20003) and the same write, so the
-        stored target is the one AddImage would store. Returns the new target's id.
+        stored target is the one AddImage would store (``previews``: ``stored_previews(data)``, made in
+        the workers too). Returns the new target's id.
         """
         meta = check.metadata(metadata, self.settings.max_metadata_bytes)
         ident = check.identifier(identifier)
@@ -529,7 +557,7 @@ class Service:
             raise FileTooLarge(too_large(len(data), self.settings.max_add_bytes, "AddImage"))
         # _write_target checks, under the channel lock, that the channel still exists, the identifier is free
         # and the quota has room.
-        return self._write_target(channel, ident, meta, data, analysis)
+        return self._write_target(channel, ident, meta, data, analysis, previews=previews)
 
     # ------------------------------------------------------------------ UpdateImage (extension)
 
@@ -562,8 +590,9 @@ class Service:
             return {"level": old.level, "matchratio": old.matchratio, "identifier": ident}
         data = self._read_upload(upload, self.settings.max_add_bytes, "AddImage/UpdateImage")
         analysis = self.recognizer.analyse_target(data)
+        previews = self._render_previews(data)
         new_meta = meta if metadata is not None else old.meta
-        self._write_target(owned, ident, new_meta, data, analysis, replaces=old)
+        self._write_target(owned, ident, new_meta, data, analysis, replaces=old, previews=previews)
         return {"level": analysis.level, "matchratio": analysis.matchratio, "identifier": ident}
 
     # ------------------------------------------------------------------ RemoveImage
@@ -592,7 +621,7 @@ class Service:
             except BaseException:
                 self._reindex(owned.id, target.id)
                 raise
-        self.blobs.delete(target.blob_key)
+        self._delete_files(target.blob_key)
         log.info("removed target %s/%s (%d)", owned.name, ident, target.id)
         return {}
 
@@ -675,17 +704,6 @@ class Service:
             "height": target.height,
             "imageurl": f"/files/{target.blob_key}",
         }
-
-    def image_file(self, blob_key: str) -> tuple[bytes, str] | None:
-        """Original bytes and content type behind an ``imageurl``; None when no target has that key."""
-        with self.db.session() as session:
-            content_type = session.scalar(select(Target.content_type).where(Target.blob_key == blob_key))
-        if content_type is None:
-            return None
-        try:
-            return self.blobs.get(blob_key), content_type
-        except FileNotFoundError:
-            return None
 
     # ------------------------------------------------------------------ FindImage
 
@@ -889,13 +907,6 @@ class Service:
         }
 
     # ------------------------------------------------------------------ web console (extension)
-
-    def thumbnail(self, blob_key: str, size: int) -> bytes | None:
-        """A JPEG preview of a stored target; None when no target has that key."""
-        found = self.image_file(blob_key)
-        if found is None:
-            return None
-        return make_thumbnail(found[0], size=size, max_pixels=self.settings.max_pixels)
 
     def image_detail(
         self, username: str | None, secretkey: str | None, channel: str | None, identifier: str | None

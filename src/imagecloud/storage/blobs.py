@@ -29,6 +29,8 @@ class BlobStore(Protocol):
     def get(self, key: str) -> bytes: ...
     def delete(self, key: str) -> None: ...
     def keys(self) -> Iterator[str]: ...
+    def modified(self, key: str) -> float: ...
+    def remove_temporaries(self, older_than: float) -> int: ...
 
 
 class LocalBlobStore:
@@ -65,16 +67,34 @@ class LocalBlobStore:
         self._path(key).unlink(missing_ok=True)
 
     def keys(self) -> Iterator[str]:
+        for entry in self._entries():
+            if is_blob_key(entry.name):
+                yield entry.name
+
+    def modified(self, key: str) -> float:
+        """When the file was written (seconds since the epoch); FileNotFoundError if it is gone."""
+        return self._path(key).stat().st_mtime
+
+    def remove_temporaries(self, older_than: float) -> int:
+        """Delete files of writes cut short (``*.tmp``) last touched before ``older_than`` (epoch seconds).
+
+        A younger one may be a write in progress in another process, so it stays.
+        """
+        removed = 0
+        for entry in self._entries():
+            if entry.name.endswith(".tmp"):
+                try:
+                    if entry.stat().st_mtime < older_than:
+                        entry.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    pass  # finished (renamed) or removed meanwhile
+        return removed
+
+    def _entries(self) -> Iterator[Path]:
         for shard in self.root.iterdir():
-            if not shard.is_dir():
-                continue
-            for entry in shard.iterdir():
-                name = entry.name
-                if name.endswith(".tmp"):
-                    # Leftover of a write cut short by a crash: never referenced by a row.
-                    entry.unlink(missing_ok=True)
-                elif is_blob_key(name):
-                    yield name
+            if shard.is_dir():
+                yield from shard.iterdir()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -3,15 +3,15 @@
 from imagecloud.vision.decode import DecodedImage, decode_image, read_header, sniff_format
 from imagecloud.vision.features import FeatureExtractor, Features, FeatureSettings
 from imagecloud.vision.rating import Rating, rate
-from imagecloud.vision.verify import Verification, VerifySettings, verify
+from imagecloud.vision.verify import Geometry, VerifySettings, verify
 
 __all__ = [
     "DecodedImage",
     "FeatureExtractor",
     "FeatureSettings",
     "Features",
+    "Geometry",
     "Rating",
-    "Verification",
     "VerifySettings",
     "decode_image",
     "rate",

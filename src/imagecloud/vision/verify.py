@@ -1,14 +1,17 @@
-"""Geometric verification: is this target really in the photo, and where?
+"""Geometric verification: could this target be in the photo, and where?
 
-Descriptor votes only shortlist. A target is accepted when enough correspondences agree on one
+Descriptor votes only shortlist. A target passes when enough correspondences agree on one
 homography that a real camera could have produced (convex, right-handed, sane size and
 perspective) and on the keypoint orientations that homography implies. Without these plausibility
 checks wrong targets routinely reach dozens of "inliers" on repeated texture or clutter.
+
+Passing is necessary, not sufficient: a different photo of a similar subject (another butterfly of
+the same species) also yields a plausible homography with dozens of inliers. Whether the geometry
+is evidence of *this* print is decided in :mod:`imagecloud.recognition.acceptance`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import cv2
@@ -32,11 +35,19 @@ class VerifySettings:
     min_inlier_spread: float = 0.02  # inlier convex hull / target area
 
 
-@dataclass(frozen=True)
-class Verification:
-    inliers: int
-    score: float  # 0..1, monotone in inliers
-    corners: list[list[float]]  # target TL, TR, BR, BL in photo pixels
+@dataclass(frozen=True, eq=False)
+class Geometry:
+    """A plausible camera view of the target: the homography and the correspondences that agree with it."""
+
+    homography: np.ndarray  # 3x3, target pixels -> photo pixels (original pixels on both sides)
+    query_idx: np.ndarray  # inlier keypoints of the photo
+    target_idx: np.ndarray  # and of the target, pairwise
+    tentative: int  # correspondences the homography was estimated from
+    corners: np.ndarray  # target TL, TR, BR, BL in photo pixels, (4, 2)
+
+    @property
+    def inliers(self) -> int:
+        return len(self.query_idx)
 
 
 def match_descriptors(
@@ -61,13 +72,8 @@ def match_descriptors(
     return q, t
 
 
-def score_from_inliers(inliers: int, min_inliers: int) -> float:
-    """Saturating map: min_inliers -> ~0.3, 2*min -> ~0.6, 100 inliers -> ~0.95."""
-    x = max(0.0, inliers - min_inliers / 2)
-    return float(1.0 - math.exp(-x / (0.6 * min_inliers + 10)))
-
-
-def verify(query: Features, target: Features, settings: VerifySettings) -> Verification | None:
+def verify(query: Features, target: Features, settings: VerifySettings) -> Geometry | None:
+    """The target's plausible view in the photo, or None when the correspondences do not make one."""
     q_idx, t_idx = match_descriptors(query, target, settings)
     if len(q_idx) < settings.min_inliers:
         return None
@@ -89,8 +95,8 @@ def verify(query: Features, target: Features, settings: VerifySettings) -> Verif
         return None
     if not _spread_enough(src[inl], target, settings):
         return None
-    return Verification(
-        inliers=count, score=score_from_inliers(count, settings.min_inliers), corners=corners.tolist()
+    return Geometry(
+        homography=H, query_idx=q_idx[inl], target_idx=t_idx[inl], tentative=len(q_idx), corners=corners
     )
 
 

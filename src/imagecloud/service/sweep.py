@@ -1,0 +1,62 @@
+"""The start-up sweep: files no target row points to, left by a crash between writing and committing.
+
+An add writes the original (fsync'd), then commits the row; a crash in between leaves a file without a
+row. Such a file is garbage only if no process can still commit a row for it. With the data directory's
+lock held (:mod:`imagecloud.storage.lock`) no other process adds targets, so every unreferenced file is
+garbage. Without it (a read-only command, or servers sharing a database and blob store) another process
+may be between the two steps of an add right now, so only files older than ``grace`` seconds, far longer
+than any add takes between its file and its commit, are removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy import select
+
+from imagecloud.storage import BlobStore, Database, Target
+from imagecloud.storage.thumbnails import ThumbnailStore
+
+log = logging.getLogger(__name__)
+
+# An add commits within seconds of writing its file (SQLite waits at most 10 s for a write lock).
+GRACE_SECONDS = 3600.0
+
+
+def collect_orphans(
+    db: Database,
+    blobs: BlobStore,
+    thumbnails: ThumbnailStore,
+    *,
+    exclusive: bool,
+    grace: float = GRACE_SECONDS,
+) -> int:
+    """Remove unreferenced originals and previews (all of them if ``exclusive``, else the old ones)."""
+    # Listed before the rows are read: a file written after the listing is never considered, and one
+    # listed whose row commits before the read is known.
+    cutoff = float("inf") if exclusive else time.time() - grace
+    listed = list(blobs.keys())
+    previews = list(thumbnails.keys())
+    with db.session() as session:
+        known = set(session.scalars(select(Target.blob_key)))
+    removed = 0
+    for key in listed:
+        if key in known:
+            continue
+        try:
+            if blobs.modified(key) >= cutoff:
+                continue
+        except FileNotFoundError:
+            continue
+        thumbnails.delete(key)
+        blobs.delete(key)
+        removed += 1
+    for key, written in previews:
+        if key not in known and written < cutoff:
+            thumbnails.delete(key)
+    blobs.remove_temporaries(cutoff)
+    thumbnails.remove_temporaries(cutoff)
+    if removed:
+        log.warning("removed %d blob files without a target row", removed)
+    return removed
