@@ -365,7 +365,7 @@ class Lookalikes:
     def similar(self, query: QueryAnalysis | None, data: bytes) -> str:
         if query is None:
             return ""
-        matches = self.recognizer.search(replace(query, data=data), [self.channel_id], 5)
+        matches = self.recognizer.similar(replace(query, data=data), [self.channel_id], 5)
         found = sorted(matches, key=lambda m: -m.score)
         return ", ".join(
             f"{self.names[m.target_id]} ({m.score:.2f})" for m in found if m.target_id in self.names

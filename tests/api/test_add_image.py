@@ -418,6 +418,16 @@ class TestSimilar:
         # The add still succeeds: both are stored.
         assert stored_identifiers(server, account.channel) == ["again", "first"]
 
+    def test_both_of_two_twins(self, server, account, target_jpeg, target_png, target_photo):
+        add_ok(server, account, "twin1", target_jpeg)
+        add_ok(server, account, "twin2", target_png)
+        # The twins fit the same place in a photo: a search answers neither of them ...
+        assert "identifier" not in find_in(server, account, target_photo)
+        # ... and that is why the third copy must name both.
+        similar = add_ok(server, account, "third", target_jpeg)["similar"]
+        assert sorted(entry["identifier"] for entry in similar) == ["twin1", "twin2"]
+        assert similar[0]["score"] >= similar[1]["score"]
+
     def test_best_first(self, server, account, target_array):
         closer = target_array.copy()
         closer[:40] = 255  # a strip covered: still the same poster, a little less of it

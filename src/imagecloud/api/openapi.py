@@ -139,7 +139,8 @@ ENDPOINTS: dict[str, Operation] = {
             "similar": {
                 "type": "array",
                 "description": "Existing targets of the channel the new image matches, best first; [] when "
-                "none (extension). Two such targets make FindImage's answer between them arbitrary.",
+                "none (extension), also several that fit the same place: a photo of what they share finds "
+                "none of them in FindImage.",
                 "items": {
                     "type": "object",
                     "required": ["identifier", "score"],

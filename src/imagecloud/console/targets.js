@@ -87,12 +87,12 @@ export async function targetsPage(view, channel, params) {
   }
 
   function similarWarning(similar) {
-    // Two near-identical targets in one channel make FindImage's answer arbitrary: say so at upload.
+    // Near-identical targets in one channel compete, and FindImage answers none of them: say so at upload.
     const links = similar.map((m, i) => [i ? ", " : "",
       h("a", { href: `#/channel/${encodeURIComponent(channel)}/target/${encodeURIComponent(m.identifier)}` }, m.identifier),
       ` (${percent(m.score)})`]);
     return h("p", { class: "notice warn similar", dataset: { similar: similar.map((m) => m.identifier).join(" ") } },
-      "Looks like ", links, ": a photo of one may be answered with the other. Remove or replace one of them.");
+      "Looks like ", links, ": a photo of them may find none. Remove or replace all but one.");
   }
 
   // ---- grid

@@ -378,13 +378,14 @@ class Service:
         """Targets of the channel that a photo of this image would find (AddImage's ``similar``), best first.
 
         The new image is searched as if it were a photo, before it is stored: whatever it finds is what
-        could answer instead of it. Two such targets in one channel make FindImage's answer arbitrary.
+        could answer instead of it. All are listed, also several that fit the same place in a photo: a
+        search answers none of those, so a photo of a near-duplicate finds nothing.
         """
         try:
             query = self.recognizer.analyse_query(data)
         except ImageCloudError:  # too few photo features: nothing could be confused with it either
             return []
-        matches = self.recognizer.search(query, [channel_id], SIMILAR_RESULTS)
+        matches = self.recognizer.similar(query, [channel_id], SIMILAR_RESULTS)
         if not matches:
             return []
         with self.db.session() as session:
