@@ -8,9 +8,15 @@ PYTEST_ARGS ?=
 .PHONY: serve test lint typecheck unit bench-recognition clean
 .PHONY: bench-reliability bench-crash bench-load bench-fuzz bench-import bench-slow bench-restart bench-flood
 
+# What serving needs, and nothing more: `make serve` never installs the test and lint tools.
 $(BIN)/imagecloud: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+# The test, lint and browser-driving tools on top.
+$(VENV)/.dev-deps: pyproject.toml $(BIN)/imagecloud
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
@@ -19,14 +25,14 @@ serve: $(BIN)/imagecloud
 
 test: lint typecheck unit
 
-lint: $(BIN)/imagecloud
+lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 
-typecheck: $(BIN)/imagecloud
+typecheck: $(VENV)/.dev-deps
 	$(BIN)/mypy
 
-unit: $(BIN)/imagecloud
+unit: $(VENV)/.dev-deps
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 # Long reliability runs; reports (with the machine they ran on) go to bench/results/reliability/.
@@ -34,14 +40,14 @@ RESULTS := bench/results/reliability
 FUZZ_SECONDS ?= 600
 CRASH_KILLS ?= 25
 
-$(VENV)/.bench-deps: pyproject.toml $(BIN)/imagecloud
+$(VENV)/.bench-deps: pyproject.toml $(VENV)/.dev-deps
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	touch $@
 
 bench-reliability: bench-crash bench-fuzz bench-load bench-restart bench-slow bench-flood
 
 # SIGKILL storm under AddImage / RemoveImage / FindImage traffic.
-bench-crash: $(BIN)/imagecloud
+bench-crash: $(VENV)/.dev-deps
 	mkdir -p $(RESULTS)
 	IMAGECLOUD_CRASH_KILLS=$(CRASH_KILLS) IMAGECLOUD_CRASH_REPORT=$(RESULTS)/crash-sigkill.json \
 		$(BIN)/python -m pytest -q -s tests/reliability/test_crash.py
@@ -55,19 +61,19 @@ bench-flood: $(BIN)/imagecloud
 
 # 32 locust users for 5 minutes against a 10k-target channel (seeded once into build/load-10k: file, row and
 # features as AddImage stores them, without the rating, which would take ~25 minutes on 2 cores).
-bench-load: $(BIN)/imagecloud
+bench-load: $(VENV)/.dev-deps
 	$(BIN)/python -m tests.reliability.load --seed --targets 10000 --users 32 --duration 300 \
 		--data-dir build/load-10k --report $(RESULTS)/load-10k.json
 
 # Start to ready after SIGKILL at 1k and 10k targets (seeded once, as for bench-load), 3 kills each.
-bench-restart: $(BIN)/imagecloud
+bench-restart: $(VENV)/.dev-deps
 	$(BIN)/python -m tests.reliability.restart --targets 1000 --data-dir build/restart-1k \
 		--report $(RESULTS)/restart-1k.json
 	$(BIN)/python -m tests.reliability.restart --targets 10000 --data-dir build/load-10k \
 		--report $(RESULTS)/restart-10k.json
 
 # A thousand connections sending request heads a byte at a time while an owner searches.
-bench-slow: $(BIN)/imagecloud
+bench-slow: $(VENV)/.dev-deps
 	IMAGECLOUD_SLOW_CONNECTIONS=1000 $(BIN)/python -m pytest -p no:xdist -q tests/reliability/test_slow_clients.py
 
 # atheris over the decode path and the form parsing path, both at once, then the report and kept corpus.

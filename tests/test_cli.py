@@ -111,10 +111,7 @@ def _ready(port: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_serve_demo_prints_credentials_and_a_working_curl_line(tmp_path: Path):
-    port = free_port()
-    log = tmp_path / "serve.log"
+def _serve_demo(data_dir: Path, log: Path, port: int) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [
@@ -124,7 +121,7 @@ def test_serve_demo_prints_credentials_and_a_working_curl_line(tmp_path: Path):
                 "serve",
                 "--demo",
                 "--data-dir",
-                str(tmp_path / "data"),
+                str(data_dir),
                 "--port",
                 str(port),
                 "--log-level",
@@ -133,37 +130,110 @@ def test_serve_demo_prints_credentials_and_a_working_curl_line(tmp_path: Path):
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    try:
-        # Ready, or the test stops here: a server still loading its index answers 503, and the curl lines
-        # below must not run against it (nor this loop spin on a core the server needs).
-        deadline = time.monotonic() + 120
-        while not _ready(port):
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the demo server never became ready"
-            time.sleep(0.1)
-        text = log.read_text()
-        assert "username:  demo" in text
-        assert "secretkey: " in text
-        lines = [line.strip() for line in text.splitlines() if line.strip().startswith("curl ")]
-        add_line = next(line for line in lines if "/AddImage" in line)
-        find_line = next(line for line in lines if "/FindImage" in line)
-        poster = imagegen.poster(7)
-        (tmp_path / "poster.jpg").write_bytes(imagegen.encode(poster))
-        (tmp_path / "photo.jpg").write_bytes(imagegen.encode(imagegen.photo(poster, 3).image))
+    # Ready, or the test stops here: a server still loading its index answers 503, and the curl lines must
+    # not run against it (nor this loop spin on a core the server needs).
+    deadline = time.monotonic() + 120
+    while not _ready(port):
+        if process.poll() is not None:
+            raise AssertionError(log.read_text())
+        if time.monotonic() >= deadline:
+            process.terminate()
+            process.wait(timeout=30)
+            raise AssertionError(f"the demo server never became ready:\n{log.read_text()}")
+        time.sleep(0.1)
+    return process
 
-        def run(line: str) -> dict[str, object]:
-            args = shlex.split(line)
-            result = subprocess.run(
-                [args[0], "-sS", *args[1:]], cwd=tmp_path, capture_output=True, timeout=60
-            )
-            assert result.returncode == 0, result.stderr
-            body: dict[str, object] = httpx.Response(200, content=result.stdout).json()
-            return body
 
-        assert run(add_line)["returncode"] == 0
-        found = run(find_line)
-        assert found["returncode"] == 0
-        assert found["identifier"] == "poster1"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+def _printed(text: str, label: str) -> str:
+    return next(line.split()[1] for line in text.splitlines() if line.strip().startswith(label))
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+class TestServeDemo:
+    def test_samples_keys_console_and_curl_lines_that_work(self, tmp_path: Path):
+        port = free_port()
+        process = _serve_demo(tmp_path / "data", tmp_path / "serve.log", port)
+        try:
+            text = (tmp_path / "serve.log").read_text()
+            assert f"console: http://127.0.0.1:{port}/console/" in text
+            assert "username:  demo" in text
+            secretkey, appkey = _printed(text, "secretkey:"), _printed(text, "appkey:")
+            lines = [line.strip() for line in text.splitlines() if line.strip().startswith("curl ")]
+            sample_line, add_line, find_line = lines
+            # The first search works with nothing else to do: a sample poster in a photo of it, app key only.
+            assert f"secretkey={appkey}" in sample_line and secretkey not in sample_line
+            assert secretkey in add_line and f"secretkey={appkey}" in find_line
+            poster = imagegen.poster(7)
+            (tmp_path / "poster.jpg").write_bytes(imagegen.encode(poster))
+            (tmp_path / "photo.jpg").write_bytes(imagegen.encode(imagegen.photo(poster, 3).image))
+
+            def run(line: str) -> dict[str, object]:
+                args = shlex.split(line)
+                result = subprocess.run(
+                    [args[0], "-sS", *args[1:]], cwd=tmp_path, capture_output=True, timeout=60
+                )
+                assert result.returncode == 0, result.stderr
+                body: dict[str, object] = httpx.Response(200, content=result.stdout).json()
+                return body
+
+            found = run(sample_line)
+            assert found["returncode"] == 0 and found["identifier"] == "demo.poster1"
+            assert run(add_line)["returncode"] == 0
+            found = run(find_line)
+            assert found["returncode"] == 0 and found["identifier"] == "poster1"
+            # The app key can only search; the address of the server leads to the console.
+            data = {"username": "demo", "secretkey": appkey, "channel": "demo"}
+            assert httpx.post(f"http://127.0.0.1:{port}/GetImages", data=data).json()["returncode"] == 20001
+            root = httpx.get(f"http://127.0.0.1:{port}/", follow_redirects=True)
+            assert root.status_code == 200 and str(root.url).endswith("/console/")
+            assert "<title>imagecloud console</title>" in root.text
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+    def test_a_restart_keeps_the_keys_and_samples(self, tmp_path: Path):
+        first = _serve_demo(tmp_path / "data", tmp_path / "first.log", free_port())
+        first.terminate()
+        first.wait(timeout=30)
+        port = free_port()
+        second = _serve_demo(tmp_path / "data", tmp_path / "second.log", port)
+        try:
+            before, after = (tmp_path / "first.log").read_text(), (tmp_path / "second.log").read_text()
+            for label in ("secretkey:", "appkey:"):
+                assert _printed(before, label) == _printed(after, label)
+            data = {"username": "demo", "secretkey": _printed(after, "secretkey:"), "channel": "demo"}
+            body = httpx.post(f"http://127.0.0.1:{port}/GetImages", data=data).json()
+            assert [image["identifier"] for image in body["images"]] == [
+                "demo.poster1",
+                "demo.poster2",
+                "demo.poster3",
+            ]
+        finally:
+            second.terminate()
+            second.wait(timeout=30)
+
+
+class TestAppKeys:
+    def test_create_list_revoke(self, server, tmp_path):
+        user, channel = unique("cliak"), unique("cliakch")
+        key = cli(server, "user", "create", user).stdout.strip()
+        cli(server, "channel", "create", channel, "--owner", user)
+        appkey = cli(server, "appkey", "create", user, "webar", "--channel", channel).stdout.strip()
+        assert appkey != key and " " not in appkey
+        photo = imagegen.encode(imagegen.poster(5), "jpeg")
+        files = {"image": ("p.jpg", photo, "image/jpeg")}
+        search = {"username": user, "secretkey": appkey, "channel": channel}
+        assert server.call("FindImage", search, files=files)["returncode"] == 0
+        assert list_images(server, user, appkey, channel) == 20001
+        listed = cli(server, "appkey", "list", user).stdout
+        assert "webar" in listed and channel in listed and appkey not in listed
+        cli(server, "appkey", "revoke", user, "webar")
+        assert server.call("FindImage", search, files=files)["returncode"] == 20001
+        assert "webar" not in cli(server, "appkey", "list", user).stdout
+
+    def test_errors_exit_1(self, server):
+        user = unique("cliak")
+        cli(server, "user", "create", user)
+        assert "no app key" in cli(server, "appkey", "revoke", user, "nothing", ok=False).stderr
+        assert cli(server, "appkey", "create", "no-such-user", "x", ok=False).returncode == 1
+        assert cli(server, "appkey", "create", user, "x", "--channel", "no-such", ok=False).returncode == 1

@@ -431,3 +431,55 @@ def test_a_failure_mid_run_keeps_the_summary_of_what_was_done(tmp_path: Path) ->
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["error"] == "RuntimeError: worker died" and report["added"] == 1
     assert "stopped; run the same command again to continue" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+class TestLookalikes:
+    """Added images that match targets already in the channel are listed, as AddImage's ``similar``."""
+
+    @pytest.fixture
+    def folders(self, tmp_path: Path) -> tuple[Path, Path]:
+        first, second = tmp_path / "first", tmp_path / "second"
+        first.mkdir()
+        second.mkdir()
+        (first / "old.jpg").write_bytes(imagegen.encode(imagegen.poster(302)))
+        # A twin of it: the two compete in a search (a photo finds neither), and both are still listed.
+        (first / "old.twin.png").write_bytes(imagegen.encode(imagegen.poster(302), "png"))
+        (second / "old.copy.jpg").write_bytes(imagegen.encode(imagegen.poster(302), quality=75))
+        (second / "pair.a.jpg").write_bytes(imagegen.encode(imagegen.poster(300)))
+        (second / "pair.b.png").write_bytes(imagegen.encode(imagegen.poster(300), "png"))
+        (second / "alone.jpg").write_bytes(imagegen.encode(imagegen.poster(301)))
+        return first, second
+
+    @staticmethod
+    def check(report: dict[str, Any]) -> None:
+        similar = {row["identifier"]: row["similar"] for row in report["files"]}
+        names = {entry.rsplit(" (", 1)[0] for entry in similar["old.copy"].split(", ")}
+        assert names == {"old", "old.twin"}
+        assert similar["alone"] == ""
+        # Whichever of the pair was stored second names the first.
+        pair = sorted([similar["pair.a"], similar["pair.b"]])
+        assert pair[0] == "" and pair[1].startswith("pair.")
+        assert "looks like old (" in report["stdout"]
+
+    def test_in_process(self, setup: Setup, folders: tuple[Path, Path], tmp_path: Path) -> None:
+        first, second = folders
+        run_import(setup, first, tmp_path / "first.json")
+        self.check(run_import(setup, second, tmp_path / "second.json"))
+
+    def test_through_a_server(self, setup: Setup, folders: tuple[Path, Path], tmp_path: Path) -> None:
+        first, second = folders
+        run_import(setup, first, tmp_path / "first.json")
+        server = ServerProcess(setup.data_dir)
+        server.start()
+        try:
+            report = tmp_path / "second.json"
+            result = cli(
+                *["import", str(second), "--channel", setup.channel, "--url", server.url],
+                *["--username", setup.username, "--secretkey", setup.secretkey, "--workers", "1"],
+                *["--report", str(report)],
+            )
+            body: dict[str, Any] = json.loads(report.read_text())
+            body["stdout"] = result.stdout
+            self.check(body)
+        finally:
+            server.stop()

@@ -1,10 +1,9 @@
-"""Command line: ``imagecloud serve | user | channel``."""
+"""Command line: ``imagecloud serve | user | channel | appkey | import | find | bench``."""
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,10 @@ user_app = typer.Typer(no_args_is_help=True, help="Manage users (API accounts)."
 channel_app = typer.Typer(no_args_is_help=True, help="Manage channels (collections of target images).")
 app.add_typer(user_app, name="user")
 app.add_typer(channel_app, name="channel")
+appkey_app = typer.Typer(
+    no_args_is_help=True, help="Manage app keys: search-only keys for apps and web pages."
+)
+app.add_typer(appkey_app, name="appkey")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: recognition quality and speed.")
 app.add_typer(bench_app, name="bench")
 
@@ -31,9 +34,6 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Data directory (database + blobs). Env: IMAGECLOUD_DATA_DIR."),
 ]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML settings file.")]
-
-DEMO_USER = "demo"
-DEMO_CHANNEL = "demo"
 
 
 def _settings(data_dir: Path | None, config: Path | None = None, **overrides: object) -> Settings:
@@ -57,7 +57,12 @@ def serve(
     config: ConfigFile = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
-    demo: Annotated[bool, typer.Option("--demo", help="Also create a demo user and channel.")] = False,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo", help="Also set up a demo account, app key and sample posters (kept across restarts)."
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
 ) -> None:
     """Run the HTTP service. First start creates the data directory; restarts keep everything."""
@@ -70,11 +75,10 @@ def serve(
     settings = _settings(data_dir, config, host=host, port=port)
     configure_logging(log_level, as_json=settings.log_json)
     lock = _lock_embedded(settings, "imagecloud serve")
+    if demo:
+        _prepare_demo(settings, lock)
     service = build_service(settings)
     service.data_lock = lock
-    if demo:
-        service.db.migrate()
-        _print_demo(service, settings)
     # Room for the capped connections plus the database, blob and index files.
     raise_open_files_limit(settings.max_connections + 256)
     uvicorn.run(
@@ -96,6 +100,23 @@ def serve(
     )
 
 
+def _prepare_demo(settings: Settings, lock: DataDirLock | None) -> None:
+    from imagecloud import demo, importer
+
+    try:
+        # The import's operator service: it stores targets without keeping an index of its own, and
+        # refuses while another process (a server already running here) has the database open.
+        operator = importer.open_service(settings, lock)
+    except importer.ImportFailed as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    try:
+        prepared = demo.prepare(operator, settings)
+    finally:
+        operator.db.dispose()
+    typer.echo(demo.instructions(prepared, settings))
+
+
 def _lock_embedded(settings: Settings, command: str) -> DataDirLock | None:
     """The data directory's lock when the database is an SQLite file (the embedded deployment).
 
@@ -110,31 +131,6 @@ def _lock_embedded(settings: Settings, command: str) -> DataDirLock | None:
     except DataDirInUse as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=1) from None
-
-
-def _print_demo(service: Service, settings: Settings) -> None:
-    exists = service.user_exists(DEMO_USER)
-    key = service.rotate_key(DEMO_USER) if exists else service.create_user(DEMO_USER)
-    if not any(info.name == DEMO_CHANNEL for info in service.list_channels(owner=DEMO_USER)):
-        service.create_channel(DEMO_CHANNEL, DEMO_USER)
-    base = f"http://{settings.host}:{settings.port}"
-    auth = f"-F username={DEMO_USER} -F secretkey={shlex.quote(key)} -F channel={DEMO_CHANNEL}"
-    typer.echo(
-        "\n".join(
-            [
-                "",
-                "Demo account (the key is new on every --demo start):",
-                f"  username:  {DEMO_USER}",
-                f"  secretkey: {key}",
-                f"  channel:   {DEMO_CHANNEL}",
-                "",
-                "Enrol a target, then find it in a photo:",
-                f"  curl {base}/AddImage {auth} -F identifier=poster1 -F image=@poster.jpg",
-                f"  curl {base}/FindImage {auth} -F image=@photo.jpg",
-                "",
-            ]
-        )
-    )
 
 
 @user_app.command("create")
@@ -155,6 +151,47 @@ def user_rotate_key(name: str, data_dir: DataDir = None) -> None:
     except ImageCloudError as error:
         _fail(error)
     typer.echo(key)
+
+
+@appkey_app.command("create")
+def appkey_create(
+    user: str,
+    name: str,
+    channel: Annotated[
+        list[str] | None,
+        typer.Option("--channel", help="Only this channel (repeatable); default: all the user's channels."),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Create an app key (FindImage and GetImage only) and print it (shown only this once)."""
+    try:
+        key = _operator_service(data_dir).appkeys.create(user, name, channel or [])
+    except ImageCloudError as error:
+        _fail(error)
+    typer.echo(key)
+
+
+@appkey_app.command("list")
+def appkey_list(user: str, data_dir: DataDir = None) -> None:
+    """List a user's app keys with the channels they may search (never the keys)."""
+    try:
+        infos = _operator_service(data_dir).appkeys.keys(user)
+    except ImageCloudError as error:
+        _fail(error)
+    typer.echo(f"{'name':<32} {'created (UTC)':<20} channels")
+    for info in infos:
+        created = info.created.strftime("%Y-%m-%d %H:%M:%S")
+        typer.echo(f"{info.name:<32} {created:<20} {','.join(info.channels) or '(all)'}")
+
+
+@appkey_app.command("revoke")
+def appkey_revoke(user: str, name: str, data_dir: DataDir = None) -> None:
+    """Revoke one app key; the user's other keys and secret key keep working."""
+    try:
+        _operator_service(data_dir).appkeys.revoke(user, name)
+    except ImageCloudError as error:
+        _fail(error)
+    typer.echo(f"revoked app key {name} of {user}")
 
 
 @channel_app.command("create")
@@ -217,7 +254,7 @@ def find(
     try:
         body = {"returncode": 0, **service.find_as_operator(photo.read_bytes(), channel, maxresults)}
     except ImageCloudError as error:
-        body = {"returncode": error.returncode, "message": error.message}
+        body = {"returncode": error.returncode, "message": error.wire_message}
     typer.echo(json.dumps(body, ensure_ascii=False))
     if body["returncode"] != 0:
         raise typer.Exit(code=1)
@@ -248,6 +285,13 @@ def import_images(
     ] = None,
     username: Annotated[str | None, typer.Option(help="With --url: the channel owner.")] = None,
     secretkey: Annotated[str | None, typer.Option(help="With --url: that user's key.")] = None,
+    similar: Annotated[
+        bool,
+        typer.Option(
+            help="List added images that match targets already in the channel (in-process: costs a search "
+            "per image and an index of the channel in memory)."
+        ),
+    ] = True,
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
@@ -291,7 +335,7 @@ def import_images(
 
             def enrol(timing: importer.Timing, stop: threading.Event) -> Iterator[importer.Outcome]:
                 count = workers or os.cpu_count() or 1
-                return importer.enrol_in_process(local, target, todo, count, timing, stop)
+                return importer.enrol_in_process(local, target, todo, count, timing, stop, similar=similar)
 
         summary = importer.run(channel, decided, todo, enrol, progress)
     except (importer.ImportFailed, ImageCloudError) as error:

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     port: int = 8000
 
     max_add_bytes: int = 5 * MiB
-    max_find_bytes: int = 3 * MiB
+    max_find_bytes: int = 10 * MiB  # a 12 MP phone photo as taken (3-8 MB)
     max_pixels: int = 40_000_000
     max_metadata_bytes: int = 64 * 1024
     # Hard cap on a whole request body, enforced while streaming: beyond it the transport answers HTTP 413

@@ -12,11 +12,20 @@ class ImageCloudError(Exception):
 
     returncode: int = -1
     message: str = "error"
+    # Whether the answer explains itself (contract §2): for these codes the wire message is the code's
+    # message, ": ", and ``detail`` (which field and why, which limit). For every other code ``detail`` is
+    # for logs only: a 20001 must never tell which of username and key was wrong.
+    explained: bool = False
 
     def __init__(self, detail: str | None = None) -> None:
-        # `detail` is for logs only; the wire message stays the contract's text.
         super().__init__(detail or self.message)
         self.detail = detail
+
+    @property
+    def wire_message(self) -> str:
+        if self.explained and self.detail:
+            return f"{self.message}: {self.detail}"
+        return self.message
 
 
 class WrongCredentials(ImageCloudError):
@@ -27,6 +36,7 @@ class WrongCredentials(ImageCloudError):
 class InvalidParameter(ImageCloudError):
     returncode = 20002
     message = "parameter missing or invalid"
+    explained = True
 
 
 class ChannelNotFound(ImageCloudError):
@@ -42,11 +52,13 @@ class NotYourChannel(ImageCloudError):
 class MultipartRequired(ImageCloudError):
     returncode = 20005
     message = "multipart stream request needed"
+    explained = True
 
 
 class FileTooLarge(ImageCloudError):
     returncode = 20006
     message = "file size limit exceeded"
+    explained = True
 
 
 class UnsupportedFormat(ImageCloudError):

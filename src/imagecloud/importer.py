@@ -36,7 +36,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ from imagecloud.errors import (
 )
 from imagecloud.service import Service, build_service
 from imagecloud.service import validation as check
-from imagecloud.service.recognizer import Recognizer, RecognizerSettings, TargetAnalysis
+from imagecloud.service.recognizer import QueryAnalysis, Recognizer, RecognizerSettings, TargetAnalysis
 from imagecloud.storage import Channel
 from imagecloud.storage.lock import DataDirInUse, DataDirLock
 from imagecloud.vision.thumbnail import stored_previews
@@ -100,6 +100,8 @@ class Outcome:
     detail: str = ""  # what exactly was wrong, for people
     level: int | None = None
     matchratio: float | None = None
+    # Existing targets of the channel this image matches, as AddImage's ``similar``: "id (score), …".
+    similar: str = ""
 
 
 @dataclass
@@ -228,8 +230,12 @@ class _StoreOnlyRecognizer(Recognizer):
         return None
 
 
-def open_service(settings: Settings) -> Service:
-    """The operator's service for an import: refuses while another process has the database open."""
+def open_service(settings: Settings, lock: DataDirLock | None = None) -> Service:
+    """The operator's service for an import: refuses while another process has the database open.
+
+    ``lock``: the data directory's lock when this process holds it already (``serve --demo`` enrols its
+    samples under the server's lock); otherwise the import takes it.
+    """
     holder = database_holder(settings.resolved_database_url)
     if holder is not None:
         raise ImportFailed(
@@ -237,11 +243,12 @@ def open_service(settings: Settings) -> Service:
             "be searchable until it restarts. Import through it with --url (and --username/--secretkey), or "
             "stop it first."
         )
-    try:
-        # Held until the process ends: the import adds files and rows as a server would.
-        lock = DataDirLock(settings.data_dir, "imagecloud import").acquire()
-    except DataDirInUse as error:
-        raise ImportFailed(f"{error} Import through the server with --url, or stop it first.") from None
+    if lock is None:
+        try:
+            # Held until the process ends: the import adds files and rows as a server would.
+            lock = DataDirLock(settings.data_dir, "imagecloud import").acquire()
+        except DataDirInUse as error:
+            raise ImportFailed(f"{error} Import through the server with --url, or stop it first.") from None
     service = build_service(settings)
     service.data_lock = lock
     service.db.migrate()
@@ -297,6 +304,8 @@ class _Analysed:
     analysis: TargetAnalysis
     previews: dict[int, bytes]
     cpu: float
+    # The image analysed as a photo, for the look-alike search; None when it has too few photo features.
+    query: QueryAnalysis | None = None
 
 
 @dataclass(frozen=True)
@@ -330,7 +339,37 @@ def _analyse(path: str, max_bytes: int) -> _Analysed | _Failed:
         return _Failed(error.returncode, error.message, error.detail or "")
     except OSError as error:
         return _Failed(ImageCloudError.returncode, ImageCloudError.message, f"cannot read: {error}")
-    return _Analysed(data, analysis, previews, time.thread_time() - started)
+    try:
+        # Analysed here, in parallel, so the storing process only searches. The bytes travel once.
+        query: QueryAnalysis | None = replace(_worker_recognizer.analyse_query(data), data=b"")
+    except ImageCloudError:
+        query = None
+    return _Analysed(data, analysis, previews, time.thread_time() - started, query)
+
+
+class Lookalikes:
+    """The channel's targets in an index of the import's own, to tell which new image matches an existing
+    target (AddImage's ``similar``) although the import process keeps no search index of its own."""
+
+    def __init__(self, service: Service, channel: Channel) -> None:
+        self.channel_id = channel.id
+        self.recognizer = Recognizer(service.recognizer.settings)
+        self.names: dict[int, str] = {}
+        for target_id, identifier, blob in service.channel_features(channel.id):
+            self.add(target_id, identifier, blob)
+
+    def add(self, target_id: int, identifier: str, features_blob: bytes) -> None:
+        self.recognizer.add(self.channel_id, target_id, features_blob)
+        self.names[target_id] = identifier
+
+    def similar(self, query: QueryAnalysis | None, data: bytes) -> str:
+        if query is None:
+            return ""
+        matches = self.recognizer.similar(replace(query, data=data), [self.channel_id], 5)
+        found = sorted(matches, key=lambda m: -m.score)
+        return ", ".join(
+            f"{self.names[m.target_id]} ({m.score:.2f})" for m in found if m.target_id in self.names
+        )
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
@@ -351,14 +390,20 @@ def enrol_in_process(
     workers: int,
     timing: Timing,
     stop: threading.Event,
+    *,
+    similar: bool = True,
 ) -> Iterator[Outcome]:
     """Analyse in ``workers`` processes, store in this one, yield each file's outcome as it is known.
+
+    With ``similar``, each image is also searched among the channel's targets (those there before and
+    those this import stored) before it is stored, as AddImage does.
 
     Once ``stop`` is set it ends after the store under way: what is still being analysed was not stored
     and is left for the next run.
     """
     settings = service.recognizer.settings
     max_bytes = service.settings.max_add_bytes
+    lookalikes = Lookalikes(service, channel) if similar else None
     pool = ProcessPoolExecutor(
         workers, mp_context=_worker_context(), initializer=_start_worker, initargs=(settings,)
     )
@@ -391,8 +436,9 @@ def enrol_in_process(
                 timing.analysed += 1
                 timing.analysis_cpu += result.cpu
                 started = time.perf_counter()
+                looks_like = lookalikes.similar(result.query, result.data) if lookalikes else ""
                 try:
-                    service.add_analysed(
+                    target_id = service.add_analysed(
                         channel, ident, candidate.metadata, result.data, result.analysis, result.previews
                     )
                 except QuotaExceeded as error:
@@ -405,7 +451,16 @@ def enrol_in_process(
                 timing.stored += 1
                 timing.store_wall += time.perf_counter() - started
                 analysis = result.analysis
-                yield Outcome(name, ident, ADDED, level=analysis.level, matchratio=analysis.matchratio)
+                if lookalikes is not None:
+                    lookalikes.add(target_id, ident, analysis.features_blob)
+                yield Outcome(
+                    name,
+                    ident,
+                    ADDED,
+                    level=analysis.level,
+                    matchratio=analysis.matchratio,
+                    similar=looks_like,
+                )
         if full is not None:
             for candidate in queue:
                 yield _rejected(candidate.path.name, candidate.identifier, full)
@@ -494,7 +549,17 @@ class RemoteChannel:
             if code != 0:
                 detail = body.get("message", "")
                 return Outcome(name, ident, REJECTED, code, _MESSAGES.get(code, detail), detail)
-            return Outcome(name, ident, ADDED, level=body.get("level"), matchratio=body.get("matchratio"))
+            looks_like = ", ".join(
+                f"{entry['identifier']} ({float(entry['score']):.2f})" for entry in body.get("similar") or []
+            )
+            return Outcome(
+                name,
+                ident,
+                ADDED,
+                level=body.get("level"),
+                matchratio=body.get("matchratio"),
+                similar=looks_like,
+            )
         return None
 
 
@@ -645,6 +710,18 @@ def print_summary(summary: Summary, console: Console) -> None:
             )
         if len(rejected) > _LISTED:
             console.print(f"  … and {len(rejected) - _LISTED} more (--report FILE lists every file)")
+    alike = [outcome for outcome in summary.outcomes if outcome.status == ADDED and outcome.similar]
+    if alike:
+        console.print(
+            f"{len(alike)} added image(s) match targets already in the channel (a photo of one may be "
+            "answered with the other; remove or replace one of each pair):",
+            markup=False,
+            highlight=False,
+        )
+        for outcome in alike[:_LISTED]:
+            console.print(f"  {outcome.file}: looks like {outcome.similar}", markup=False, highlight=False)
+        if len(alike) > _LISTED:
+            console.print(f"  … and {len(alike) - _LISTED} more (--report FILE lists every file)")
     t = summary.timing.as_dict()
     if summary.timing.stored:
         line = f"{t['targets_per_second']} targets/s over {t['seconds']} s"

@@ -81,3 +81,11 @@ def project(homography: np.ndarray, width: int, height: int) -> np.ndarray:
     """Where a ``width`` x ``height`` target's corners land, clockwise from its top-left."""
     corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float64).reshape(-1, 1, 2)
     return np.asarray(cv2.perspectiveTransform(corners, homography).reshape(4, 2))
+
+
+def phone_photo(target: np.ndarray, seed: int) -> bytes:
+    """A 12-megapixel JPEG of ``target`` as a current phone saves it: 4032x3024 with sensor noise, 3-8 MB."""
+    view = imagegen.photo(target, seed, rotation_deg=10.0, tilt_deg=15.0, scale=0.6, out_size=(4032, 3024))
+    rng = np.random.default_rng(seed)
+    noisy = view.image.astype(np.int16) + rng.normal(0, 8, view.image.shape).astype(np.int16)
+    return imagegen.encode(np.clip(noisy, 0, 255).astype(np.uint8), "jpeg", quality=92)

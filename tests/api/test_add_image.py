@@ -48,6 +48,10 @@ class TestSuccess:
         assert body["level"] in {1, 2, 3, 4, 5}
         assert isinstance(body["matchratio"], float) and 0 <= body["matchratio"] <= 1
 
+    def test_nothing_similar_is_an_empty_list(self, server, account, target_jpeg, second_jpeg):
+        add_ok(server, account, "first", target_jpeg)
+        assert add_ok(server, account, "second", second_jpeg)["similar"] == []
+
     def test_stored_row_file_and_index_entry_appear_together(
         self, server, account, target_jpeg, target_photo
     ):
@@ -401,3 +405,44 @@ class TestDegenerateTargets:
         }[kind]
         with nothing_stored(server, account):
             expect(server, 20013, account.auth(identifier=kind), files=jpeg(imagegen.encode(picture, "png")))
+
+
+class TestSimilar:
+    """``similar`` (extension): existing targets of the channel that the new image matches."""
+
+    def test_the_same_picture_again(self, server, account, target_jpeg, target_png):
+        assert add_ok(server, account, "first", target_jpeg)["similar"] == []
+        (entry,) = add_ok(server, account, "again", target_png)["similar"]
+        assert entry["identifier"] == "first"
+        assert 0 < entry["score"] <= 1
+        # The add still succeeds: both are stored.
+        assert stored_identifiers(server, account.channel) == ["again", "first"]
+
+    def test_both_of_two_twins(self, server, account, target_jpeg, target_png, target_photo):
+        add_ok(server, account, "twin1", target_jpeg)
+        add_ok(server, account, "twin2", target_png)
+        # The twins fit the same place in a photo: a search answers neither of them ...
+        assert "identifier" not in find_in(server, account, target_photo)
+        # ... and that is why the third copy must name both.
+        similar = add_ok(server, account, "third", target_jpeg)["similar"]
+        assert sorted(entry["identifier"] for entry in similar) == ["twin1", "twin2"]
+        assert similar[0]["score"] >= similar[1]["score"]
+
+    def test_best_first(self, server, account, target_array):
+        closer = target_array.copy()
+        closer[:40] = 255  # a strip covered: still the same poster, a little less of it
+        farther = target_array.copy()
+        farther[: target_array.shape[0] // 2] = 255  # half of it covered
+        add_ok(server, account, "half", imagegen.encode(farther))
+        add_ok(server, account, "most", imagegen.encode(closer))
+        similar = add_ok(server, account, "whole", imagegen.encode(target_array))["similar"]
+        assert [entry["identifier"] for entry in similar] == ["most", "half"]
+        assert similar[0]["score"] >= similar[1]["score"]
+
+    def test_only_the_same_channel(self, server, account, other_account, target_jpeg):
+        add_ok(server, other_account, "theirs", target_jpeg)
+        creds = {"username": account.username, "secretkey": account.secretkey}
+        other_channel = f"{account.channel}.b"
+        assert server.call("CreateChannel", {**creds, "channel": other_channel})["returncode"] == 0
+        add_ok(server, Account(account.username, account.secretkey, other_channel), "mine", target_jpeg)
+        assert add_ok(server, account, "here", target_jpeg)["similar"] == []

@@ -145,7 +145,7 @@ class TestMaxResults:
 
 class TestCodes:
     def test_precedence(self, server, account, other_account, target_photo):
-        big = images.oversize_garbage(4 * MiB)
+        big = images.oversize_garbage(10 * MiB + 1)
         auth = {"username": account.username, "secretkey": account.secretkey}
         multipart_cases = [
             (20001, {"username": account.username, "secretkey": "wrong", "maxresults": "0"}, big),
@@ -180,6 +180,32 @@ class TestCodes:
         assert find_in(server, account, payload)["returncode"] == code
         assert find_in(server, account, target_photo)["returncode"] == 0
 
-    def test_find_limit_is_3_mib(self, server, account):
-        assert find_in(server, account, images.oversize_garbage(3 * MiB))["returncode"] == 20007
-        assert find_in(server, account, images.oversize_garbage(3 * MiB + 1))["returncode"] == 20006
+    def test_find_limit_is_10_mib(self, server, account):
+        assert find_in(server, account, images.oversize_garbage(10 * MiB))["returncode"] == 20007
+        body = find_in(server, account, images.oversize_garbage(10 * MiB + 1))
+        assert body["returncode"] == 20006
+        assert body["message"] == (
+            "file size limit exceeded: image is 10485761 bytes, over the FindImage limit of 10485760 bytes "
+            "(10 MiB)"
+        )
+
+
+class TestTinyImages:
+    @pytest.mark.parametrize("size", [1, 2, 16])
+    def test_too_small_to_describe_is_20013(self, server, account, size):
+        tiny = imagegen.encode(imagegen.noise(width=size, height=size), "png")
+        assert find_in(server, account, tiny)["returncode"] == 20013
+        assert find(server, account, tiny)["returncode"] == 20013
+        body = server.call("AddImage", account.auth(identifier="tiny"), files=jpeg(tiny, "tiny.png"))
+        assert body["returncode"] == 20013
+
+
+class TestPhonePhotos:
+    def test_a_12_megapixel_photo_as_taken_is_searched(self, server, account, target_jpeg, target_array):
+        add_ok(server, account, "poster", target_jpeg)
+        photo = images.phone_photo(target_array, seed=21)
+        assert 3 * MiB < len(photo) < 10 * MiB
+        body = find_in(server, account, photo)
+        assert body["returncode"] == 0 and body["identifier"] == "poster"
+        # Corners are in the photo's own (full-size) pixels, though it was decoded at reduced size.
+        assert max(x for x, _ in body["corners"]) > 1000

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from imagecloud.storage import Channel, MatchCount
+from tests.api import images
 from tests.api.helpers import add_ok, find, find_in, seed_rows
 from tests.server import Account, ServerProcess
 
@@ -190,3 +191,68 @@ class TestCodes:
         for code, fields in cases:
             body = stats(server, account, "2023", "2023", **fields)
             assert body["returncode"] == code, (fields, body)
+
+
+def searches(server: ServerProcess, account: Account, **fields: Any) -> list[dict[str, Any]]:
+    body = stats(server, account, today(), today(), **fields)
+    assert body["returncode"] == 0, body
+    result: list[dict[str, Any]] = body["searches"]
+    return result
+
+
+class TestSearches:
+    """``searches`` (extension): FindImage calls answered 0 per day and channel searched, and misses."""
+
+    def test_counts_and_misses_per_channel_searched(
+        self, server, account, target_jpeg, target_photo, unrelated_photo
+    ):
+        add_ok(server, account, "poster", target_jpeg)
+        assert searches(server, account) == []
+        for photo in (target_photo, target_photo, unrelated_photo):
+            assert find_in(server, account, photo)["returncode"] == 0
+        for photo in (target_photo, unrelated_photo, unrelated_photo):
+            assert find(server, account, photo)["returncode"] == 0  # no channel: counted under ""
+        assert searches(server, account) == [
+            {"date": today(), "channel": "", "count": 3, "nomatch": 2},
+            {"date": today(), "channel": account.channel, "count": 3, "nomatch": 1},
+        ]
+
+    def test_the_channel_filter_applies(self, server, account, target_jpeg, target_photo):
+        add_ok(server, account, "poster", target_jpeg)
+        find_in(server, account, target_photo)
+        find(server, account, target_photo)
+        assert searches(server, account, channel=account.channel) == [
+            {"date": today(), "channel": account.channel, "count": 1, "nomatch": 0}
+        ]
+        body = stats(server, account, today(), today(), channel=account.channel, identifier="poster")
+        assert "searches" not in body
+
+    def test_only_answered_searches_count(self, server, account, target_photo):
+        assert find_in(server, account, images.blank())["returncode"] == 20013
+        wrong = {"username": account.username, "secretkey": "wrong", "channel": account.channel}
+        assert (
+            server.call("FindImage", wrong, files={"image": ("p.jpg", target_photo, "image/jpeg")})[
+                "returncode"
+            ]
+            == 20001
+        )
+        assert searches(server, account) == []
+
+    def test_app_key_searches_count_for_the_owner(self, server, account, other_account, target_photo):
+        created = server.call(
+            "CreateAppKey", {"username": account.username, "secretkey": account.secretkey, "name": "app"}
+        )
+        app = Account(account.username, created["appkey"], account.channel)
+        find_in(server, app, target_photo)
+        assert searches(server, account) == [
+            {"date": today(), "channel": account.channel, "count": 1, "nomatch": 1}
+        ]
+        assert searches(server, other_account) == []
+
+    def test_range_and_deleted_channels(self, server, account, target_photo):
+        find_in(server, account, target_photo)
+        yesterday = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).strftime("%Y%m%d")
+        assert stats(server, account, "2025", yesterday)["searches"] == []
+        creds = {"username": account.username, "secretkey": account.secretkey}
+        assert server.call("DeleteChannel", {**creds, "channel": account.channel})["returncode"] == 0
+        assert searches(server, account) == []

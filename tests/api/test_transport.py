@@ -204,7 +204,7 @@ class TestOutsideTheApi:
         body = server.call(
             "FindImage",
             account.auth(),
-            files={"image": ("big.jpg", b"\xff\xd8\xff" + b"\0" * (4 * MiB), "image/jpeg")},
+            files={"image": ("big.jpg", b"\xff\xd8\xff" + b"\0" * (11 * MiB), "image/jpeg")},
         )
         assert body["returncode"] == 20006
 

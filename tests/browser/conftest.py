@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -60,9 +61,13 @@ def browser_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browse
     """Starts Chromium with a fresh profile and optional extra flags; all are quit at the end."""
     driver_path = _require_browser()
     started: list[WebDriver] = []
+    made: list[Path] = []
 
     def start(*extra: str) -> WebDriver:
-        profile = tmp_path_factory.mktemp("chromium-profile")
+        # Outside pytest's temporary folder: Chromium keeps writing into its profile in the background,
+        # which tests that watch the files next to their server's data directory would see.
+        profile = Path(tempfile.mkdtemp(prefix="imagecloud-chromium-"))
+        made.append(profile)
         downloads = tmp_path_factory.mktemp("downloads")
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM
@@ -80,6 +85,8 @@ def browser_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browse
     yield start
     for driver in started:
         driver.quit()
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -122,6 +122,16 @@ class TestTargets:
             "blank": "failed: Too little texture to be recognised",
             "notes": "failed: Not a JPEG or PNG image, or the file is damaged",
         }
+        # A failed upload stored nothing, so its bar is not left full.
+        bars = console.execute_script(
+            """return [...document.querySelectorAll('#upload-queue li.failed progress')]
+                .map(b => [b.value, getComputedStyle(b).visibility]);"""
+        )
+        assert bars == [[0, "hidden"], [0, "hidden"]]
+        # The quota line follows the uploads without a reload.
+        wait_until(
+            console, "return document.querySelector('#quota').textContent.startsWith('3 of 1,000,000')"
+        )
         wait_until(console, "return document.querySelectorAll('#grid .tile').length === 3")
         tiles = console.find_elements(By.CSS_SELECTOR, "#grid .tile")
         assert [t.get_attribute("data-identifier") for t in tiles] == ["alpha.one", "alpha_two", "beta"]
@@ -155,6 +165,35 @@ class TestTargets:
         console.find_element(By.CSS_SELECTOR, ".pager a[rel=next]").click()
         wait_until(console, "return document.querySelectorAll('#grid .tile').length === 2")
         assert texts(console, "#grid .ident") == ["t024", "t025"]
+
+
+class TestUploadExtras:
+    def test_metadata_at_upload_and_a_warning_for_a_look_alike(
+        self, console: WebDriver, server: ServerProcess, account: Account, tmp_path: Path
+    ) -> None:
+        poster = imagegen.poster(31)
+        add_ok(server, account, "original", imagegen.encode(poster))
+        copy = _write(tmp_path, "copy.jpg", imagegen.encode(poster, quality=80))
+        login(console, server, account)
+        console.get(f"{server.url}/console/#/channel/{account.channel}")
+        wait_for(console, "#grid .tile")
+        console.find_element(By.CSS_SELECTOR, "#upload-metadata").send_keys('{"title": "Copy"}')
+        console.find_element(By.CSS_SELECTOR, "#upload-input").send_keys(copy)
+        warning = wait_for(console, '#upload-queue li.ok[data-identifier="copy"] .similar')
+        assert warning.get_attribute("data-similar") == "original"
+        assert warning.text.startswith("Looks like original (")
+        body = server.call("GetImage", account.auth(identifier="copy"))
+        assert body["metadata"] == '{"title": "Copy"}'
+
+        # Metadata that is not JSON is refused with the server's reason.
+        field = console.find_element(By.CSS_SELECTOR, "#upload-metadata")
+        field.clear()
+        field.send_keys("{oops")
+        console.find_element(By.CSS_SELECTOR, "#upload-input").send_keys(
+            _write(tmp_path, "other.jpg", imagegen.encode(imagegen.poster(32)))
+        )
+        failed = wait_for(console, '#upload-queue li.failed[data-identifier="other"] .status')
+        assert failed.text == "failed: A field is missing or not valid: metadata is not valid JSON"
 
 
 class TestTargetDetail:
@@ -259,12 +298,13 @@ def unrelated() -> bytes:
 
 class TestStatistics:
     def test_chart_counts_todays_matches_and_exports_csv(
-        self, console: WebDriver, server: ServerProcess, account: Account, screenshot: Shot
+        self, console: WebDriver, server: ServerProcess, account: Account, screenshot: Shot, unrelated: bytes
     ) -> None:
         poster = imagegen.poster(51)
         _enrol(server, account, [51, 52])
         for seed in (1, 2, 3):
             assert find_in(server, account, images.photo(poster, seed=seed)[0])["identifier"] == "poster.051"
+        assert "identifier" not in find_in(server, account, unrelated)
         today = time.strftime("%Y-%m-%d", time.gmtime())
         login(console, server, account)
         console.get(f"{server.url}/console/#/stats?channel={account.channel}")
@@ -273,6 +313,10 @@ class TestStatistics:
         assert len(console.find_elements(By.CSS_SELECTOR, "#chart rect.bar")) == 1
         assert console.find_element(By.CSS_SELECTOR, "#stats-total").text.startswith("3 matches for channel")
         assert texts(console, "#stats-table tbody tr") == ["poster.051 3"]
+        # Searches are the second series: four answered, one of them found nothing.
+        point = console.find_element(By.CSS_SELECTOR, f'#chart circle.search-point[data-date="{today}"]')
+        assert (point.get_attribute("data-searches"), point.get_attribute("data-nomatch")) == ("4", "1")
+        assert console.find_element(By.CSS_SELECTOR, "#stats-searches").text == "4 searches, 1 found nothing."
         screenshot(console, "stats")
 
         console.find_element(By.CSS_SELECTOR, "#csv").click()

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests import imagegen
@@ -37,9 +38,12 @@ def test_camera_frames_are_recognised_and_outlined(
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-video-capture={video}",
     )
-    fragment = (
-        f"username={account.username}&secretkey={account.secretkey}&channel={account.channel}&autostart=1"
+    created = server.call(
+        "CreateAppKey",
+        {"username": account.username, "secretkey": account.secretkey, "name": "webar"},
     )
+    # The page signs in with a search-only app key, as a published page must.
+    fragment = f"username={account.username}&appkey={created['appkey']}&channel={account.channel}&autostart=1"
     driver.get(f"{server.url}/console/webar/#{fragment}")
 
     # One snapshot of the page at a moment the target is shown (the next frame may redraw it).
@@ -65,3 +69,43 @@ def test_camera_frames_are_recognised_and_outlined(
     area = 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
     assert 0.15 * width * height < area < width * height
     screenshot(driver, "webar")
+
+    # Stop turns the camera off and brings the sign-in form back; the way back leads to the console.
+    driver.find_element(By.ID, "stop").click()
+    stopped = wait_until(
+        driver,
+        """return document.querySelector('#video').srcObject === null
+            && !document.querySelector('#settings').hidden
+            && document.querySelector('#stop').hidden
+            && document.querySelector('#status').textContent;""",
+    )
+    assert stopped == "Camera stopped."
+    assert driver.find_element(By.ID, "instructions").text.startswith("Sign in with an app key")
+    driver.find_element(By.ID, "back").click()
+    wait_until(driver, "return location.pathname === '/console/' && document.title === 'imagecloud console';")
+
+
+def test_fills_a_phone_screen(browser: WebDriver, server: ServerProcess) -> None:
+    driver = browser
+    size = driver.get_window_size()
+    driver.set_window_size(390, 844)
+    try:
+        _check_phone_screen(driver, server)
+    finally:
+        driver.set_window_size(size["width"], size["height"])
+
+
+def _check_phone_screen(driver: WebDriver, server: ServerProcess) -> None:
+    driver.get(f"{server.url}/console/webar/")
+    sizes = wait_until(
+        driver,
+        """const stage = document.querySelector('#stage').getBoundingClientRect();
+        return document.readyState === 'complete' && {
+            stage: [stage.width, stage.height], view: [innerWidth, innerHeight],
+            title: document.querySelector('h1').textContent,
+            scroll: document.documentElement.scrollHeight};""",
+    )
+    assert sizes["title"] == "WebAR demo"
+    width, height = sizes["view"]
+    assert sizes["stage"][0] == width and sizes["stage"][1] > 0.8 * height
+    assert sizes["scroll"] <= height  # nothing below the fold

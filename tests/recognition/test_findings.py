@@ -50,3 +50,17 @@ def test_two_prints_side_by_side_most_prominent_first() -> None:
     edge = _view(1, (620, 0, 800, 240), score=0.99)  # sharp, but only peeking in at the corner
     centre = _view(2, (200, 120, 560, 520), score=0.7)
     assert _answer(edge, centre) == [2, 1]
+
+
+def test_lookalikes_keep_competing_targets_best_score_first() -> None:
+    """What AddImage's ``similar`` lists: every accepted target, even where the answer is none."""
+    findings = Findings(overlap=0.25)
+    for view in (
+        _view(1, (100, 100, 500, 500), score=0.6),
+        _view(2, (150, 120, 520, 480), score=0.8),
+        _view(2, (152, 121, 519, 481), score=0.7),  # the same target again: listed once, at its best
+        _view(3, (600, 0, 800, 200), accepted=False),
+    ):
+        findings.add(view)
+    assert findings.answers(W, H) == []
+    assert [(v.key[1], v.assessment.score) for v in findings.lookalikes()] == [(2, 0.8), (1, 0.6)]

@@ -40,7 +40,7 @@ def test_migrating_twice_is_harmless(tmp_path: Path) -> None:
     db = _migrated(tmp_path)
     db.migrate()
     with db.engine.connect() as connection:
-        assert MigrationContext.configure(connection).get_current_revision() == "0002"
+        assert MigrationContext.configure(connection).get_current_revision() == "0004"
     db.dispose()
 
 

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
 from imagecloud import __version__
-from imagecloud.api import console, files, vendor
+from imagecloud.api import appkeys, console, docs, files, vendor
 from imagecloud.api.backpressure import VisionAdmission
 from imagecloud.api.limits import BODY_TIMEOUT, TOO_LARGE_BODY, BodySizeLimit, BodyTimeout, BodyTooLarge
 from imagecloud.api.logs import RequestContext
@@ -62,7 +62,17 @@ def create_app(service: Service) -> FastAPI:
         title="imagecloud",
         version=__version__,
         summary="Image cloud recognition: enrol target images, find them in camera photos.",
+        description="Every endpoint is a POST of form fields answering HTTP 200 with a JSON `returncode` "
+        "(0 = success); the contract is docs/API.md. Apps and web pages search with an app key "
+        "(CreateAppKey), never the secret key.",
         lifespan=lifespan,
+        # The reference page is served offline by api/docs.py; FastAPI's would load from a CDN.
+        docs_url=None,
+        redoc_url=None,
+        openapi_tags=[
+            {"name": "vendor", "description": "The vendor API: existing clients speak it unchanged."},
+            {"name": "extension", "description": "Ours: channels, app keys, updates."},
+        ],
     )
     app.state.service = service
     settings = service.settings
@@ -82,9 +92,11 @@ def create_app(service: Service) -> FastAPI:
     )
     app.state.metrics = metrics
     app.include_router(vendor.router)
+    app.include_router(appkeys.router)
     app.include_router(files.router)
     describe_form_endpoints(app)
     console.install(app)  # web console pages + the extensions only it uses
+    docs.install(app)
 
     @app.exception_handler(BodyTooLarge)
     async def body_too_large(_request: Request, _exc: BodyTooLarge) -> Response:

@@ -68,6 +68,11 @@ def install(app: FastAPI) -> None:
     """Add the console routes and pages to ``app``."""
     app.include_router(router)
 
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        # Someone opening the server's address in a browser wants the console, not a 404.
+        return RedirectResponse("/console/", status_code=307)
+
     @app.get("/console", include_in_schema=False)
     async def console_root() -> RedirectResponse:
         return RedirectResponse("/console/", status_code=308)

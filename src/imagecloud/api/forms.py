@@ -65,7 +65,10 @@ async def read_form(request: Request, *, multipart_only: bool, max_field_bytes: 
     if media_type == "multipart/form-data":
         pass
     elif multipart_only:
-        raise MultipartRequired(f"content type {media_type or 'none'} is not multipart/form-data")
+        raise MultipartRequired(
+            f"the request is not multipart/form-data (Content-Type: {media_type or 'none'}); "
+            "send the image as a file part"
+        )
     elif media_type != "application/x-www-form-urlencoded":
         # No form at all: every field is absent, which the credential check answers first.
         return Form()
@@ -75,7 +78,8 @@ async def read_form(request: Request, *, multipart_only: bool, max_field_bytes: 
         )
     except (MultiPartException, HTTPException) as exc:
         # Starlette turns a malformed body into HTTP 400 inside an app; the contract wants a result code.
-        error: ImageCloudError = MultipartRequired(str(exc)) if multipart_only else InvalidParameter(str(exc))
+        reason = f"the form could not be read: {getattr(exc, 'detail', None) or exc}"
+        error: ImageCloudError = MultipartRequired(reason) if multipart_only else InvalidParameter(reason)
         raise error from exc
     form = Form()
     for name, value in parsed.multi_items():
@@ -89,5 +93,7 @@ async def read_form(request: Request, *, multipart_only: bool, max_field_bytes: 
 def require_file(form: Form, name: str = "image") -> Upload:
     upload = form.upload(name)
     if upload is None:
+        if form.get(name) is not None:
+            raise MultipartRequired(f"field {name!r} is text, not a file")
         raise MultipartRequired(f"no file in field {name!r}")
     return upload

@@ -30,6 +30,8 @@ access_log = logging.getLogger("imagecloud.access")
 class RequestInfo:
     id: str
     returncode: int | None = None
+    # Why a request was refused (the error's detail), so the access line alone explains a non-zero code.
+    reason: str | None = None
 
 
 _current: ContextVar[RequestInfo | None] = ContextVar("imagecloud_request", default=None)
@@ -107,5 +109,7 @@ class RequestContext:
             }
             if info.returncode is not None:
                 fields["returncode"] = info.returncode
+            if info.reason is not None:
+                fields["reason"] = info.reason
             access_log.info("%s %s %d", fields["method"], fields["path"], status, extra={"fields": fields})
             _current.reset(token)

@@ -19,7 +19,7 @@ def success(body: dict[str, Any]) -> JSONResponse:
 def failure(error: ImageCloudError) -> JSONResponse:
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if isinstance(error, SystemBusy) else None
     return JSONResponse(
-        {"returncode": error.returncode, "message": error.message},
+        {"returncode": error.returncode, "message": error.wire_message},
         media_type=JSON_UTF8,
         headers=headers,
     )

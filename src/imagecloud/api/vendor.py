@@ -85,6 +85,7 @@ def vendor_endpoint(
             started = time.perf_counter()
             response: Response
             returncode = 0
+            reason: str | None = None
             metrics.in_progress.inc()
             try:
                 await _refuse_while_starting(request, service)
@@ -100,7 +101,8 @@ def vendor_endpoint(
                 )
                 response = success(await handler(request, service, form))
             except ImageCloudError as error:
-                log.info("%s -> %d (%s)", path, error.returncode, error.detail or error.message)
+                reason = error.detail or error.message
+                log.info("%s -> %d (%s)", path, error.returncode, reason)
                 response = failure(error)
                 returncode = error.returncode
             except OperationalError as error:
@@ -108,6 +110,7 @@ def vendor_endpoint(
                 log.warning("%s -> 20015: %s", path, error)
                 response = failure(SystemBusy(str(error)))
                 returncode = SystemBusy.returncode
+                reason = "database unavailable"
             finally:
                 metrics.in_progress.dec()
             # Server-side time (body parsing included) so clients and benchmarks can tell it from the network.
@@ -117,6 +120,7 @@ def vendor_endpoint(
             info = current_request()
             if info is not None:
                 info.returncode = returncode
+                info.reason = reason
             return response
 
         # A fresh function per path (not functools.wraps): FastAPI reads the signature to build parameters.

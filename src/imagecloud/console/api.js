@@ -24,7 +24,9 @@ export function describe(code) {
 
 export class ApiError extends Error {
   constructor(code, message) {
-    super(describe(code));
+    // 20002, 20005 and 20006 come with the server's reason after ": " (which field, which limit).
+    const reason = typeof message === "string" && message.includes(": ") ? message.slice(message.indexOf(": ") + 2) : "";
+    super(reason ? `${describe(code)}: ${reason}` : describe(code));
     this.code = code;
     this.serverMessage = message;
   }

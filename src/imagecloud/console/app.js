@@ -7,6 +7,7 @@ import { targetsPage } from "./targets.js";
 import { detailPage } from "./detail.js";
 import { tryPage } from "./try.js";
 import { statsPage } from "./stats.js";
+import { integratePage } from "./integrate.js";
 
 const view = document.getElementById("view");
 
@@ -16,6 +17,7 @@ const ROUTES = [
   [/^#\/channel\/([^/?]+)(?:\?(.*))?$/, "channels", (m) => targetsPage(view, dec(m[1]), new URLSearchParams(m[2] || ""))],
   [/^#\/try(?:\?(.*))?$/, "try", (m) => tryPage(view, new URLSearchParams(m[1] || ""))],
   [/^#\/stats(?:\?(.*))?$/, "stats", (m) => statsPage(view, new URLSearchParams(m[1] || ""))],
+  [/^#\/integrate$/, "integrate", () => integratePage(view)],
 ];
 
 function dec(part) {

@@ -1,4 +1,5 @@
-// One target: its keypoints coloured by the rating self-test, the rating in words, metadata, removal.
+// One target: its keypoints coloured by the rating self-test, the rating in words, metadata, a new image
+// in its place (UpdateImage), removal.
 
 import { call, thumbnailUrl } from "./api.js";
 import { confirmDialog, formatNumber, h, percent, replace, stars } from "./dom.js";
@@ -109,6 +110,25 @@ export async function detailPage(view, channel, identifier) {
     }
   });
 
+  // ---- replace the image: same identifier and metadata, re-rated; apps find the new picture at once
+  const replacement = h("input", { type: "file", id: "replace-input", accept: "image/jpeg,image/png", class: "visually-hidden" });
+  const replaceStatus = h("p", { class: "notice", id: "replace-status", role: "status", hidden: true });
+  replacement.addEventListener("change", async () => {
+    const file = replacement.files[0];
+    replacement.value = "";
+    if (!file) return;
+    replaceStatus.className = "notice";
+    replaceStatus.textContent = "Uploading and rating…";
+    replaceStatus.hidden = false;
+    try {
+      await call("UpdateImage", { channel, identifier }, { file });
+      await detailPage(view, channel, identifier);
+    } catch (e) {
+      replaceStatus.className = "notice error";
+      replaceStatus.textContent = e.message;
+    }
+  });
+
   const remove = h("button", { type: "button", class: "danger", id: "remove-target" }, "Remove target");
   remove.addEventListener("click", async () => {
     const ok = await confirmDialog({ title: `Remove “${identifier}”?`,
@@ -134,5 +154,9 @@ export async function detailPage(view, channel, identifier) {
         h("section", { class: "card" }, h("h2", {}, "Metadata"),
           h("p", { class: "muted small" }, "Any JSON document; FindImage returns it to apps with the match."),
           editor, metaStatus, h("div", { class: "actions" }, save)),
+        h("section", { class: "card" }, h("h2", {}, "Image"),
+          h("p", { class: "muted small" }, "Upload a new picture for this target: its identifier, metadata and statistics stay, and apps find the new one at once."),
+          h("div", { class: "actions" }, h("label", { for: "replace-input", class: "button secondary", id: "replace-image" }, "Replace image…", replacement)),
+          replaceStatus),
         h("section", { class: "card" }, h("h2", {}, "Danger zone"), h("div", { class: "actions" }, remove)))));
 }

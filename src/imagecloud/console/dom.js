@@ -57,7 +57,15 @@ export function formatNumber(n) {
 export function confirmDialog({ title, body, confirm = "Confirm", danger = true }) {
   return new Promise((resolve) => {
     const dialog = h("dialog", { class: "modal", "aria-labelledby": "modal-title" });
-    const close = (answer) => { dialog.close(); dialog.remove(); resolve(answer); };
+    // Leaving the page (a link, Back) answers "no": the question belongs to the page it was asked on.
+    const onNavigate = () => close(false);
+    const close = (answer) => {
+      window.removeEventListener("hashchange", onNavigate);
+      dialog.close();
+      dialog.remove();
+      resolve(answer);
+    };
+    window.addEventListener("hashchange", onNavigate);
     append(dialog, [
       h("h2", { id: "modal-title" }, title),
       h("p", {}, body),

@@ -1,4 +1,5 @@
-// Statistics: matches per day for the user, a channel or a target; date-range picker; CSV export.
+// Statistics: matches per day for the user, a channel or a target, and searches (with how many found
+// nothing) as a second series; date-range picker; CSV export.
 
 import { call } from "./api.js";
 import { download, formatNumber, h, replace, svg } from "./dom.js";
@@ -27,9 +28,9 @@ function days(from, to) {
   return out;
 }
 
-function chart(series) {
+function chart(series, withSearches) {
   const W = 760, H = 260, left = 44, bottom = 28, top = 12;
-  const max = Math.max(1, ...series.map((s) => s.count));
+  const max = Math.max(1, ...series.map((s) => (withSearches ? Math.max(s.count, s.searches) : s.count)));
   const step = niceStep(max);
   const yMax = Math.ceil(max / step) * step;
   const bw = (W - left - 8) / series.length;
@@ -49,7 +50,24 @@ function chart(series) {
     }
     if (i % every === 0) root.append(svg("text", { x: x + bw / 2, y: H - 8, class: "axis", "text-anchor": "middle" }, s.date.slice(5)));
   });
+  if (withSearches) {
+    // Searches as a line over the match bars: a gap between them is photos that found nothing.
+    const points = series.map((s, i) => `${left + (i + 0.5) * bw},${y(s.searches)}`).join(" ");
+    root.append(svg("polyline", { points, class: "search-line" }));
+    series.forEach((s, i) => {
+      if (s.searches > 0) {
+        root.append(svg("circle", { cx: left + (i + 0.5) * bw, cy: y(s.searches), r: 3.5, class: "search-point",
+          "data-date": s.date, "data-searches": s.searches, "data-nomatch": s.nomatch },
+        svg("title", {}, `${s.date}: ${s.searches} searches, ${s.nomatch} found nothing`)));
+      }
+    });
+  }
   return root;
+}
+
+function legend() {
+  return h("p", { class: "legend small" },
+    h("span", { class: "key bar-key" }), " matches ", h("span", { class: "key line-key" }), " searches (FindImage calls)");
 }
 
 function niceStep(max) {
@@ -100,8 +118,18 @@ export async function statsPage(view, params) {
       perDay.set(date, (perDay.get(date) || 0) + r.count);
       perKey.set(r[keyName], (perKey.get(r[keyName]) || 0) + r.count);
     }
-    const series = days(a, b).map((date) => ({ date, count: perDay.get(date) || 0 }));
+    // Searches are counted per channel searched, not per target: shown when no target is chosen.
+    const withSearches = Array.isArray(body.searches);
+    const searched = new Map();
+    for (const r of body.searches || []) {
+      const date = `${r.date.slice(0, 4)}-${r.date.slice(4, 6)}-${r.date.slice(6, 8)}`;
+      const day = searched.get(date) || { searches: 0, nomatch: 0 };
+      searched.set(date, { searches: day.searches + r.count, nomatch: day.nomatch + r.nomatch });
+    }
+    const series = days(a, b).map((date) => ({ date, count: perDay.get(date) || 0, ...(searched.get(date) || { searches: 0, nomatch: 0 }) }));
     const total = series.reduce((n, s) => n + s.count, 0);
+    const searchTotal = series.reduce((n, s) => n + s.searches, 0);
+    const missTotal = series.reduce((n, s) => n + s.nomatch, 0);
     const scopeText = identifier.value ? `target ${identifier.value}` : channel.value ? `channel ${channel.value}` : "all your channels";
     const csv = () => {
       const rows = [["date", keyName, "count"], ...body.records.map((r) => [r.date, r[keyName], r.count])];
@@ -112,7 +140,11 @@ export async function statsPage(view, params) {
       h("div", { class: "toolbar" },
         h("p", { id: "stats-total" }, h("strong", {}, formatNumber(total)), ` match${total === 1 ? "" : "es"} for ${scopeText}, ${a} to ${b}`),
         h("button", { type: "button", class: "secondary", id: "csv", onclick: csv }, "Export CSV")),
-      chart(series),
+      withSearches ? h("p", { id: "stats-searches", class: missTotal > searchTotal / 2 ? "notice warn" : "muted" },
+        `${formatNumber(searchTotal)} search${searchTotal === 1 ? "" : "es"}, ${formatNumber(missTotal)} found nothing`,
+        missTotal > searchTotal / 2 ? " — most photos are not being recognised: check the prints and the channel the app searches." : ".") : null,
+      chart(series, withSearches),
+      withSearches ? legend() : null,
       perKey.size ? h("table", { class: "table compact", id: "stats-table" },
         h("thead", {}, h("tr", {}, h("th", {}, keyName === "channel" ? "Channel" : "Target"), h("th", { class: "num" }, "Matches"))),
         h("tbody", {}, [...perKey].sort((x, y) => y[1] - x[1]).map(([k, n]) => h("tr", {}, h("td", {}, k), h("td", { class: "num" }, formatNumber(n))))))
@@ -121,7 +153,7 @@ export async function statsPage(view, params) {
 
   replace(view,
     h("div", { class: "page-head" }, h("h1", {}, "Statistics"),
-      h("p", { class: "muted" }, "Every FindImage that returns a target counts one match for that day (UTC).")),
+      h("p", { class: "muted" }, "Every FindImage that returns a target counts one match for that day (UTC); every answered FindImage counts one search.")),
     h("section", { class: "card" }, form, h("div", { class: "chips" }, presetButtons)),
     h("section", { class: "card" }, out));
   await load();

@@ -1,4 +1,5 @@
-// Targets of one channel: paged thumbnail grid, identifier-prefix search, drag-and-drop upload.
+// Targets of one channel: paged thumbnail grid, identifier-prefix search, drag-and-drop upload (with
+// optional metadata, and a warning when a new image looks like a target the channel already has).
 
 import { ApiError, call, thumbnailUrl } from "./api.js";
 import { formatNumber, h, percent, replace, stars } from "./dom.js";
@@ -39,6 +40,10 @@ export async function targetsPage(view, channel, params) {
     h("strong", {}, "Drop JPEG or PNG images here"),
     h("span", { class: "muted" }, " or click to choose files. Each file name becomes the identifier."),
     input);
+  const metadata = h("textarea", { id: "upload-metadata", rows: 2, spellcheck: false,
+    placeholder: '{"title": "Spring show"}', "aria-describedby": "upload-metadata-help" });
+  const metadataField = h("label", { class: "metadata-field" }, "Metadata for the next uploads (optional JSON)", metadata,
+    h("span", { class: "muted small", id: "upload-metadata-help" }, "Returned by FindImage with the match, e.g. a title or a link."));
   for (const kind of ["dragenter", "dragover"]) {
     drop.addEventListener(kind, (e) => { e.preventDefault(); drop.classList.add("over"); });
   }
@@ -56,24 +61,38 @@ export async function targetsPage(view, channel, params) {
       return { file, identifier, bar, status, row };
     });
     let added = 0;
+    const meta = metadata.value.trim() || null;
     // One at a time: the server rates each image on a bounded pool, parallel uploads would only queue there.
     for (const job of jobs) {
       job.status.textContent = "uploading";
       try {
-        const body = await call("AddImage", { channel, identifier: job.identifier }, {
+        const body = await call("AddImage", { channel, identifier: job.identifier, metadata: meta }, {
           file: job.file, onProgress: (f) => { job.bar.value = f; },
         });
         job.bar.value = 1;
         job.row.classList.add("ok");
         job.status.replaceChildren("added, ", stars(body.level), ` matchratio ${percent(body.matchratio)}`);
+        if (body.similar && body.similar.length) job.row.append(similarWarning(body.similar));
         added += 1;
       } catch (e) {
+        // The bytes may all have gone out, but nothing was stored: a full bar would say otherwise.
+        job.bar.value = 0;
+        job.bar.classList.add("void");
         job.row.classList.add("failed");
         job.row.dataset.returncode = e instanceof ApiError ? e.code : -1;
         job.status.textContent = `failed: ${e.message}`;
       }
     }
-    if (added) await refreshGrid();
+    if (added) await Promise.all([refreshGrid(), refreshQuota()]);
+  }
+
+  function similarWarning(similar) {
+    // Near-identical targets in one channel compete, and FindImage answers none of them: say so at upload.
+    const links = similar.map((m, i) => [i ? ", " : "",
+      h("a", { href: `#/channel/${encodeURIComponent(channel)}/target/${encodeURIComponent(m.identifier)}` }, m.identifier),
+      ` (${percent(m.score)})`]);
+    return h("p", { class: "notice warn similar", dataset: { similar: similar.map((m) => m.identifier).join(" ") } },
+      "Looks like ", links, ": a photo of them may find none. Remove or replace all but one.");
   }
 
   // ---- grid
@@ -101,19 +120,28 @@ export async function targetsPage(view, channel, params) {
       page + 1 < pages ? h("a", { href: here(page + 1), class: "button secondary", rel: "next" }, "Next →") : null);
   }
 
+  const quota = h("span", { id: "quota" });
+  function renderQuota(channelInfo) {
+    quota.textContent = channelInfo ? `${formatNumber(channelInfo.count)} of ${formatNumber(channelInfo.quota)} targets used` : "";
+  }
+  async function refreshQuota() {
+    renderQuota((await call("ListChannels")).channels.find((c) => c.channel === channel));
+  }
+
   async function refreshGrid() {
     renderGrid(await call("GetImages", { channel, position: page * PAGE_SIZE, count: PAGE_SIZE, prefix }));
   }
 
   renderGrid(listing);
+  renderQuota(info);
   replace(view,
     h("div", { class: "page-head" },
       h("p", { class: "crumbs" }, h("a", { href: "#/" }, "Channels"), " / "),
       h("h1", {}, channel),
-      info ? h("p", { class: "muted" }, `${formatNumber(info.count)} of ${formatNumber(info.quota)} targets used · `,
+      info ? h("p", { class: "muted" }, quota, " · ",
         h("a", { href: `#/try?channel=${encodeURIComponent(channel)}` }, "Try a photo"), " · ",
         h("a", { href: `#/stats?channel=${encodeURIComponent(channel)}` }, "Statistics")) : null),
-    h("section", { class: "card" }, drop, queue),
+    h("section", { class: "card" }, drop, metadataField, queue),
     h("section", { class: "card" }, h("div", { class: "toolbar" }, searchForm, summary), grid, pager));
 }
 

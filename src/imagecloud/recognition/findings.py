@@ -50,16 +50,34 @@ class Findings:
 
     def answers(self, width: int, height: int) -> list[View]:
         """Accepted views without a competitor, one per target, most prominent first."""
-        best: dict[tuple[int, int], View] = {}
-        for view in self.views:
-            if not view.assessment.accepted:
-                continue
-            if any(
+        unrivalled = [
+            view
+            for view in self.views
+            if view.assessment.accepted
+            and not any(
                 other.key != view.key and competing(view.corners, other.corners, self.overlap)
                 for other in self.views
-            ):
-                continue
-            kept = best.get(view.key)
-            if kept is None or view.assessment.score > kept.assessment.score:
-                best[view.key] = view
-        return sorted(best.values(), key=lambda v: -prominence(v.corners.tolist(), width, height))
+            )
+        ]
+        return sorted(
+            _best_per_target(unrivalled), key=lambda v: -prominence(v.corners.tolist(), width, height)
+        )
+
+    def lookalikes(self) -> list[View]:
+        """Every accepted view, competitors included, one per target, best score first.
+
+        Not an answer to a photo: two targets fitting the same place are exactly what an owner adding a
+        near-duplicate needs to hear about (AddImage's ``similar``), while a search must not pick one.
+        """
+        accepted = [view for view in self.views if view.assessment.accepted]
+        return sorted(_best_per_target(accepted), key=lambda v: -v.assessment.score)
+
+
+def _best_per_target(views: list[View]) -> list[View]:
+    """The highest-scoring view of each target, in the order targets first appear."""
+    best: dict[tuple[int, int], View] = {}
+    for view in views:
+        kept = best.get(view.key)
+        if kept is None or view.assessment.score > kept.assessment.score:
+            best[view.key] = view
+    return list(best.values())

@@ -540,8 +540,23 @@ class Recognizer:
         remaining descriptors add their votes. Both rounds together cast exactly the votes one round
         would, so the slower path loses nothing.
         """
-        s = self.settings
         wanted = max(1, max_results)
+        findings = self._find(query, scopes, wanted)
+        return self._current_matches(findings.answers(query.width, query.height), wanted)
+
+    def similar(self, query: QueryAnalysis, scopes: Sequence[int], limit: int) -> list[Match]:
+        """Every target the photo is accepted as, best score first, even where targets compete.
+
+        The same search as :meth:`search`, without its last step: two near-identical targets fit the same
+        place in a photo, so a search answers neither, while this lists both. For telling an owner which
+        existing targets a new image resembles (AddImage's ``similar``), never for answering a photo.
+        """
+        wanted = max(1, limit)
+        return self._current_matches(self._find(query, scopes, wanted).lookalikes(), wanted)
+
+    def _find(self, query: QueryAnalysis, scopes: Sequence[int], wanted: int) -> Findings:
+        """Vote and verify until ``wanted`` targets are accepted (plus competitors), or candidates run out."""
+        s = self.settings
         limit = max(s.shortlist, wanted)
         with self._lock:
             word_scopes = [sc for sc in scopes if sc in self._word_scopes]
@@ -553,7 +568,7 @@ class Recognizer:
             self._verify_hits(query, word_scopes, wanted, findings)
         if not findings.accepted and query.data and self._second_look(findings):
             self._second_pass(query, exact_scopes, word_scopes, limit, wanted, findings)
-        return self._current_matches(findings.answers(query.width, query.height), wanted)
+        return findings
 
     def _second_look(self, findings: Findings) -> bool:
         mode = self.settings.second_pass

@@ -25,6 +25,7 @@ from imagecloud.errors import (
     ChannelNotFound,
     FileTooLarge,
     IdentifierTaken,
+    ImageCloudError,
     InvalidParameter,
     NotYourChannel,
     QuotaExceeded,
@@ -32,12 +33,22 @@ from imagecloud.errors import (
     WrongCredentials,
 )
 from imagecloud.service import validation as check
+from imagecloud.service.appkeys import AppKeys, Reader
 from imagecloud.service.auth import hash_key, key_matches, new_secret_key
 from imagecloud.service.files import Files
 from imagecloud.service.ratelimit import RateLimiter
 from imagecloud.service.recognizer import Recognizer, TargetAnalysis
 from imagecloud.service.sweep import collect_orphans
-from imagecloud.storage import BlobStore, Channel, Database, MatchCount, Target, TargetFeatures, User
+from imagecloud.storage import (
+    BlobStore,
+    Channel,
+    Database,
+    MatchCount,
+    Target,
+    TargetFeatures,
+    User,
+    searches,
+)
 from imagecloud.storage.blobs import new_blob_key
 from imagecloud.storage.lock import DataDirLock
 from imagecloud.storage.thumbnails import ThumbnailStore
@@ -47,6 +58,8 @@ from imagecloud.vision.thumbnail import stored_previews
 log = logging.getLogger(__name__)
 
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
+# At most this many similar targets are listed: enough to act on, cheap to verify.
+SIMILAR_RESULTS = 5
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,11 @@ class ChannelInfo:
     owner: str
     quota: int
     count: int
+
+
+def too_large(size: int, limit: int, endpoint: str) -> str:
+    """The reason of a 20006 for an upload over a byte limit, naming that limit."""
+    return f"image is {size} bytes, over the {endpoint} limit of {limit} bytes ({limit / 2**20:.3g} MiB)"
 
 
 class Service:
@@ -86,6 +104,7 @@ class Service:
         self._locks_guard = threading.Lock()
         self._channel_locks: dict[int, threading.Lock] = {}
         self.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+        self.appkeys = AppKeys(db, self._authenticate, self.rate_limiter)
         self.ready = False
         if recognizer.feature_source is None:
             recognizer.feature_source = self._features_by_id
@@ -239,6 +258,7 @@ class Service:
             with self.db.session() as session:
                 keys = list(session.scalars(select(Target.blob_key).where(Target.channel_id == channel.id)))
                 session.execute(delete(Channel).where(Channel.id == channel.id))
+                searches.forget_channel(session, channel.owner_id, channel.name)
             for key in keys:
                 self._delete_files(key)
 
@@ -279,6 +299,12 @@ class Service:
             raise NotYourChannel(f"channel {name!r} belongs to another user")
         return channel
 
+    def _readable_channel(self, session: Session, reader: Reader, name: str) -> Channel:
+        channel = self._owned_channel(session, reader.user, name)
+        if not reader.may_search(channel.name):
+            raise NotYourChannel(f"app key {reader.app_key!r} may not search channel {name!r}")
+        return channel
+
     def _target(self, session: Session, channel: Channel, identifier: str) -> Target:
         target = session.scalar(
             select(Target).where(Target.channel_id == channel.id, Target.identifier == identifier)
@@ -306,12 +332,12 @@ class Service:
         # The contract orders identifiers by byte order; PostgreSQL's default collation would not.
         return column.collate("C") if self.db.dialect == "postgresql" else column  # type: ignore[no-any-return]
 
-    def _read_upload(self, upload: Upload, limit: int) -> bytes:
+    def _read_upload(self, upload: Upload, limit: int, endpoint: str) -> bytes:
         if upload.size > limit:
-            raise FileTooLarge(f"upload of {upload.size} bytes exceeds {limit}")
+            raise FileTooLarge(too_large(upload.size, limit, endpoint))
         data = upload.read()
         if len(data) > limit:
-            raise FileTooLarge(f"upload of {len(data)} bytes exceeds {limit}")
+            raise FileTooLarge(too_large(len(data), limit, endpoint))
         return data
 
     # ------------------------------------------------------------------ AddImage
@@ -335,12 +361,45 @@ class Service:
             owned = self._owned_channel(session, user, channel_name)
             ident = check.identifier(raw_identifier)
             self._check_insertable(session, owned, ident)
-        data = self._read_upload(upload, self.settings.max_add_bytes)
+        data = self._read_upload(upload, self.settings.max_add_bytes, "AddImage")
         analysis = self.recognizer.analyse_target(data)
+        similar = self.similar_targets(data, owned.id)
         previews = self._render_previews(data)
         target_id = self._write_target(owned, ident, meta, data, analysis, previews=previews)
         log.info("added target %s/%s as %d (level %d)", owned.name, ident, target_id, analysis.level)
-        return {"level": analysis.level, "matchratio": analysis.matchratio, "identifier": ident}
+        return {
+            "level": analysis.level,
+            "matchratio": analysis.matchratio,
+            "identifier": ident,
+            "similar": similar,
+        }
+
+    def similar_targets(self, data: bytes, channel_id: int) -> list[dict[str, Any]]:
+        """Targets of the channel that a photo of this image would find (AddImage's ``similar``), best first.
+
+        The new image is searched as if it were a photo, before it is stored: whatever it finds is what
+        could answer instead of it. All are listed, also several that fit the same place in a photo: a
+        search answers none of those, so a photo of a near-duplicate finds nothing.
+        """
+        try:
+            query = self.recognizer.analyse_query(data)
+        except ImageCloudError:  # too few photo features: nothing could be confused with it either
+            return []
+        matches = self.recognizer.similar(query, [channel_id], SIMILAR_RESULTS)
+        if not matches:
+            return []
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Target.id, Target.identifier).where(
+                    Target.id.in_([m.target_id for m in matches]), Target.channel_id == channel_id
+                )
+            )
+            names = {int(target_id): str(identifier) for target_id, identifier in rows}
+        return [
+            {"identifier": names[m.target_id], "score": round(float(m.score), 4)}
+            for m in sorted(matches, key=lambda m: -m.score)
+            if m.target_id in names
+        ]
 
     def _check_insertable(self, session: Session, channel: Channel, identifier: str) -> None:
         taken = session.scalar(
@@ -462,6 +521,17 @@ class Service:
             present = set(session.scalars(select(Target.identifier).where(Target.channel_id == found.id)))
         return found, present
 
+    def channel_features(self, channel_id: int) -> Iterator[tuple[int, str, bytes]]:
+        """(target id, identifier, features) of every target of a channel, for the import's look-alikes."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Target.id, Target.identifier, TargetFeatures.data)
+                .join(TargetFeatures, TargetFeatures.target_id == Target.id)
+                .where(Target.channel_id == channel_id)
+                .execution_options(yield_per=1000)
+            )
+            yield from ((int(t), str(i), bytes(d)) for t, i, d in rows)
+
     def add_analysed(
         self,
         channel: Channel,
@@ -485,7 +555,7 @@ class Service:
         if len(data) > self.settings.max_add_bytes:
             with self.db.session() as session:  # 20016/20012 come before 20006, as in AddImage
                 self._check_insertable(session, channel, ident)
-            raise FileTooLarge(f"upload of {len(data)} bytes exceeds {self.settings.max_add_bytes}")
+            raise FileTooLarge(too_large(len(data), self.settings.max_add_bytes, "AddImage"))
         # _write_target checks, under the channel lock, that the channel still exists, the identifier is free
         # and the quota has room.
         return self._write_target(channel, ident, meta, data, analysis, previews=previews)
@@ -519,7 +589,7 @@ class Service:
                 if done.rowcount == 0:  # type: ignore[attr-defined]
                     raise TargetNotFound("target was removed")
             return {"level": old.level, "matchratio": old.matchratio, "identifier": ident}
-        data = self._read_upload(upload, self.settings.max_add_bytes)
+        data = self._read_upload(upload, self.settings.max_add_bytes, "AddImage/UpdateImage")
         analysis = self.recognizer.analyse_target(data)
         previews = self._render_previews(data)
         new_meta = meta if metadata is not None else old.meta
@@ -614,13 +684,13 @@ class Service:
         identifier: str | None,
     ) -> dict[str, Any]:
         with self.db.session() as session:
-            # Credentials are optional here, but if either is given both must be right.
-            user = self._authenticate(session, username, secretkey) if (username or secretkey) else None
+            # Credentials are optional here, but if either is given both must be right. An app key may read.
+            reader = self.appkeys.reader(session, username, secretkey) if (username or secretkey) else None
             channel_name = check.channel_name(channel)
             raw_identifier = check.required(identifier, "identifier")
             found = (
-                self._owned_channel(session, user, channel_name)
-                if user is not None
+                self._readable_channel(session, reader, channel_name)
+                if reader is not None
                 else self._channel(session, channel_name)
             )
             ident = check.identifier(raw_identifier)
@@ -647,14 +717,19 @@ class Service:
         upload: Upload,
     ) -> dict[str, Any]:
         with self.db.session() as session:
-            user = self._authenticate(session, username, secretkey)
+            reader = self.appkeys.reader(session, username, secretkey)
             limit = check.positive_int(maxresults, "maxresults", 1, self.settings.max_find_results)
+            searched = ""  # what the search counts are kept under: "" is "all channels"
             if channel:
-                scopes = {self._owned_channel(session, user, channel).id}
+                readable = self._readable_channel(session, reader, channel)
+                scopes, searched = {readable.id}, readable.name
             else:
-                scopes = set(session.scalars(select(Channel.id).where(Channel.owner_id == user.id)))
-        data = self._read_upload(upload, self.settings.max_find_bytes)
-        return self._find(data, scopes, limit, with_level=not channel, count=True)
+                owned = select(Channel.id).where(Channel.owner_id == reader.user.id)
+                if reader.channels is not None:
+                    owned = owned.where(Channel.name.in_(sorted(reader.channels)))
+                scopes = set(session.scalars(owned))
+        data = self._read_upload(upload, self.settings.max_find_bytes, "FindImage")
+        return self._find(data, scopes, limit, with_level=not channel, counted=(reader.user.id, searched))
 
     def find_as_operator(self, data: bytes, channel: str | None, limit: int = 1) -> dict[str, Any]:
         """The operator's ``imagecloud find``: search one channel or every channel, counting no match."""
@@ -663,20 +738,29 @@ class Service:
                 scopes = {self._channel(session, channel).id}
             else:
                 scopes = set(session.scalars(select(Channel.id)))
-        return self._find(data, scopes, limit, with_level=True, count=False)
+        return self._find(data, scopes, limit, with_level=True, counted=None)
 
     def _find(
-        self, data: bytes, scopes: set[int], limit: int, *, with_level: bool, count: bool
+        self,
+        data: bytes,
+        scopes: set[int],
+        limit: int,
+        *,
+        with_level: bool,
+        counted: tuple[int, str] | None,
     ) -> dict[str, Any]:
+        """Search ``scopes``; ``counted`` (owner id, channel searched) records the statistics."""
         query = self.recognizer.analyse_query(data)
         body: dict[str, Any] = {}
         if with_level:
             body["level"] = self.recognizer.rate_query(query)
         matches = self.recognizer.search(query, sorted(scopes), limit) if scopes else []
         results = self._resolve_matches(matches, scopes)
+        if counted is not None:
+            self._count_search(*counted, found=bool(results))
         if results:
             best = results[0]
-            if count:
+            if counted is not None:
                 self._count_match(best["_channel_id"], best["identifier"])
             body.update({key: value for key, value in best.items() if not key.startswith("_")})
         if limit > 1:
@@ -733,6 +817,14 @@ class Service:
             # The caller still gets the answer; a lost count is logged rather than failing the search.
             log.exception("could not record a match for channel %d", channel_id)
 
+    def _count_search(self, user_id: int, channel: str, *, found: bool) -> None:
+        try:
+            with self.db.session() as session:
+                searches.record(session, dt.datetime.now(dt.UTC).date(), user_id, channel, found=found)
+        except Exception:
+            # As for matches: the caller still gets the answer.
+            log.exception("could not record a search of channel %r", channel)
+
     # ------------------------------------------------------------------ Statistics
 
     def statistics(
@@ -764,6 +856,7 @@ class Service:
                     for day, name, count in rows
                     if count
                 ]
+                body["searches"] = searches.per_day(session, user.id, first, last, None, self._bytewise)
                 return body
             owned = self._owned_channel(session, user, channel)
             body["channel"] = owned.name
@@ -774,6 +867,8 @@ class Service:
                 ident = check.identifier(identifier)
                 self._target(session, owned, ident)
                 query = query.where(MatchCount.identifier == ident)
+            else:
+                body["searches"] = searches.per_day(session, user.id, first, last, owned.name, self._bytewise)
             rows = session.execute(query.order_by(MatchCount.day, self._bytewise(MatchCount.identifier)))
             body["records"] = [
                 {"date": day.strftime("%Y%m%d"), "identifier": ident, "count": count}

@@ -17,6 +17,7 @@ IDENTIFIER = re.compile(r"[A-Za-z0-9@_.]{3,50}")
 IDENTIFIER_CHARS = re.compile(r"[A-Za-z0-9@_.]+")
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9@_.\-]{1,64}")
 USER_NAME = CHANNEL_NAME
+APP_KEY_NAME = CHANNEL_NAME
 _DATE = re.compile(r"([0-9]{4})([0-9]{2})?([0-9]{2})?")
 _UINT = re.compile(r"[0-9]{1,18}")
 
@@ -46,6 +47,12 @@ def new_channel_name(value: str | None) -> str:
 def user_name(value: str) -> str:
     if not USER_NAME.fullmatch(value):
         raise InvalidParameter("user name must match ^[A-Za-z0-9@_.-]{1,64}$")
+    return value
+
+
+def app_key_name(value: str) -> str:
+    if not APP_KEY_NAME.fullmatch(value):
+        raise InvalidParameter("app key name must match ^[A-Za-z0-9@_.-]{1,64}$")
     return value
 
 

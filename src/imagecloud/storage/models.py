@@ -100,3 +100,40 @@ class MatchCount(Base):
     channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True)
     identifier: Mapped[str] = mapped_column(String(50), primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
+
+
+class AppKey(Base):
+    """A search-only key an owner gives to an app or web page (contract §1): it may call FindImage and
+    GetImage, on every channel of its owner or only on the listed ones."""
+
+    __tablename__ = "app_keys"
+    __table_args__ = (
+        UniqueConstraint("user_id", "name", name="uq_app_keys_user_name"),
+        Index("ix_app_keys_user_hash", "user_id", "key_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    # sha256 of the key, hex, as for the secret key: the key itself is shown once.
+    key_hash: Mapped[str] = mapped_column(String(64))
+    # Channel names separated by commas (names cannot hold one); NULL means every channel of the owner,
+    # including channels created later.
+    channels: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SearchCount(Base):
+    """FindImage calls answered 0 per UTC day, owner and channel searched, and how many found nothing.
+
+    ``channel`` is the name the caller searched, "" for a search of all the owner's channels (contract §4,
+    Statistics): those have no one channel to belong to, hence the owner in the key and a name, not an id.
+    """
+
+    __tablename__ = "search_counts"
+
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    nomatch: Mapped[int] = mapped_column(Integer)

@@ -185,7 +185,9 @@ def decode_image(data: bytes, *, max_pixels: int, working_size: int) -> DecodedI
     """
     header = read_header(data)
     if header.width * header.height > max_pixels:
-        raise FileTooLarge(f"{header.width}x{header.height} exceeds {max_pixels} pixels")
+        raise FileTooLarge(
+            f"image is {header.width}x{header.height} pixels, over the limit of {max_pixels:,} pixels"
+        )
     if not header.complete:  # checked after the size: 20006 takes precedence over 20007
         raise UnsupportedFormat("truncated image (no end marker)")
     flag, factor = _reduction_flag(header.format, max(header.width, header.height), working_size)

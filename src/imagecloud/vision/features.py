@@ -92,6 +92,9 @@ class Features:
         )
 
 
+_MIN_SIDE = 32  # pixels; ORB's patch is 31
+
+
 class FeatureExtractor:
     """Thread-safe: OpenCV feature objects are not, so each call creates its own (cheap)."""
 
@@ -112,6 +115,9 @@ class FeatureExtractor:
 
     def extract(self, gray: np.ndarray, scale: float, width: int, height: int) -> Features:
         s = self.settings
+        if min(gray.shape[:2]) < _MIN_SIDE:
+            # Smaller than one ORB patch: nothing to describe, and OpenCV's pyramid asserts on such images.
+            return _empty(width, height)
         orb = self.orb()
         keypoints = orb.detect(gray, None)
         keypoints = _spread(keypoints, gray.shape[1], gray.shape[0], s.keep, s.grid)

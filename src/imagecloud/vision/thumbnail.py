@@ -50,7 +50,9 @@ def thumbnails(
     """One JPEG per size in ``sizes``, from a single decode (at the reduced scale the largest allows)."""
     header = read_header(data)
     if header.width * header.height > max_pixels:
-        raise FileTooLarge(f"{header.width}x{header.height} exceeds {max_pixels} pixels")
+        raise FileTooLarge(
+            f"image is {header.width}x{header.height} pixels, over the limit of {max_pixels:,} pixels"
+        )
     if not header.complete:
         raise UnsupportedFormat("truncated image (no end marker)")
     largest = max(sizes)

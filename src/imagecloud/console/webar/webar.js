@@ -5,7 +5,9 @@
 //    as multipart/form-data, never with more than one request in flight;
 // 3. when a target comes back, draw its `corners` (pixels of the frame we sent) and show its metadata.
 //
-// Credentials come from the form, or from the URL fragment: webar/#username=…&secretkey=…&channel=…
+// Sign in with an app key (`imagecloud appkey create USER NAME`, or the console's Integrate page): it can
+// only search, so it is safe in a page anyone can read. It goes in FindImage's `secretkey` field.
+// Credentials come from the form, or from the URL fragment: webar/#username=…&appkey=…&channel=…
 // (the fragment never leaves the browser). Add &autostart=1 to start the camera straight away.
 
 const SEND_LONG_SIDE = 480; // plenty for recognition, small to upload
@@ -17,15 +19,35 @@ const outline = document.getElementById("outline");
 const card = document.getElementById("card");
 const status = document.getElementById("status");
 const form = document.getElementById("settings");
+const stopButton = document.getElementById("stop");
 const canvas = document.createElement("canvas");
 
 let inFlight = false;
+let timer = null;
 
 async function start(auth) {
   video.srcObject = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" }, audio: false });
   await video.play();
   status.textContent = "Point the camera at a target…";
-  setInterval(() => { if (!inFlight) search(auth); }, INTERVAL_MS);
+  stopButton.hidden = false;
+  timer = setInterval(() => { if (!inFlight) search(auth); }, INTERVAL_MS);
+}
+
+function stop() {
+  clearInterval(timer);
+  timer = null;
+  for (const track of video.srcObject ? video.srcObject.getTracks() : []) track.stop();
+  video.srcObject = null;
+  clear();
+  stopButton.hidden = true;
+  form.hidden = false;
+  status.textContent = "Camera stopped.";
+}
+
+function clear() {
+  outline.setAttribute("points", "");
+  delete outline.dataset.identifier;
+  card.hidden = true;
 }
 
 async function search(auth) {
@@ -40,11 +62,11 @@ async function search(auth) {
 
     const body = new FormData();
     body.append("username", auth.username);
-    body.append("secretkey", auth.secretkey);
+    body.append("secretkey", auth.appkey); // an app key travels in the vendor's secretkey field
     if (auth.channel) body.append("channel", auth.channel);
     body.append("image", frame, "frame.jpg");
     const answer = await (await fetch("/FindImage", { method: "POST", body })).json();
-    show(answer, canvas.width, canvas.height);
+    if (timer !== null) show(answer, canvas.width, canvas.height); // not after Stop
   } catch (error) {
     status.textContent = `Network error: ${error.message}`;
   } finally {
@@ -55,9 +77,7 @@ async function search(auth) {
 function show(answer, width, height) {
   if (answer.returncode !== 0 || !answer.identifier) {
     // 20013 just means this frame had too little detail (e.g. a blank wall): keep looking.
-    outline.setAttribute("points", "");
-    delete outline.dataset.identifier;
-    card.hidden = true;
+    clear();
     status.textContent = answer.returncode === 0 || answer.returncode === 20013
       ? "Searching…" : `FindImage returned ${answer.returncode}: ${answer.message}`;
     return;
@@ -74,7 +94,7 @@ function show(answer, width, height) {
 }
 
 function credentialsFrom(params) {
-  return { username: params.get("username") || "", secretkey: params.get("secretkey") || "", channel: params.get("channel") || "" };
+  return { username: params.get("username") || "", appkey: params.get("appkey") || "", channel: params.get("channel") || "" };
 }
 
 const fromUrl = new URLSearchParams(location.hash.slice(1));
@@ -87,4 +107,5 @@ form.addEventListener("submit", (event) => {
     status.textContent = `Camera unavailable: ${error.message}`;
   });
 });
+stopButton.addEventListener("click", stop);
 if (fromUrl.get("autostart") === "1") form.requestSubmit();
