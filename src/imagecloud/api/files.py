@@ -77,6 +77,18 @@ def _budget(request: Request) -> FileBudget:
     return budget
 
 
+def _admit(blob_key: str, request: Request) -> FileBudget | Response:
+    """The budget to serve ``blob_key`` from, or the answer: 404 for no key, 429 when the budget is spent."""
+    if not is_blob_key(blob_key):
+        return Response(status_code=404)
+    budget = _budget(request)
+    try:
+        budget.charge(request)
+    except SystemBusy:
+        return _busy(429)
+    return budget
+
+
 def _busy(status: int) -> Response:
     return Response(status_code=status, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
@@ -98,13 +110,9 @@ def _not_modified(request: Request, etag: str) -> Response | None:
 @router.api_route("/files/{blob_key}", methods=["GET", "HEAD"])
 async def original(blob_key: str, request: Request) -> Response:
     service: Service = request.app.state.service
-    if not is_blob_key(blob_key):
-        return Response(status_code=404)
-    budget = _budget(request)
-    try:
-        budget.charge(request)
-    except SystemBusy:
-        return _busy(429)
+    budget = _admit(blob_key, request)
+    if isinstance(budget, Response):
+        return budget
     # The row first: a removed target's file is 404 even to a client revalidating its cached copy.
     info: StoredFile | None = await budget.read(partial(service.files.info, blob_key))
     if info is None:
@@ -123,13 +131,9 @@ async def original(blob_key: str, request: Request) -> Response:
 @router.api_route("/files/{blob_key}/thumbnail", methods=["GET", "HEAD"])
 async def thumbnail(blob_key: str, request: Request, size: int = 256) -> Response:
     service: Service = request.app.state.service
-    if not is_blob_key(blob_key):
-        return Response(status_code=404)
-    budget = _budget(request)
-    try:
-        budget.charge(request)
-    except SystemBusy:
-        return _busy(429)
+    budget = _admit(blob_key, request)
+    if isinstance(budget, Response):
+        return budget
     # A fixed set of sizes keeps the stored previews few and stops callers from asking for arbitrary work.
     size = nearest_size(size)
     if await budget.read(partial(service.files.info, blob_key)) is None:
