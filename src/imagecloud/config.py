@@ -19,6 +19,8 @@ from pydantic_settings import (
 )
 
 MiB = 1024 * 1024
+# When FindImage looks at a photo again at 1,400 px (see the setting below).
+SecondPass = Literal["always", "evidence", "off"]
 
 
 class Settings(BaseSettings):
@@ -55,7 +57,7 @@ class Settings(BaseSettings):
     # costs several times a normal search on photos of nothing enrolled). "always"; "evidence": only when
     # some target fitted the photo geometrically without being accepted (cheap on empty scenes, but small
     # prints are mostly missed: bench/results/); "off". true/false are accepted for always/off.
-    second_pass: Literal["always", "evidence", "off"] = "always"
+    second_pass: SecondPass = "always"
     # FindImage answers a target only when its score reaches this (0..1; 0.5 = coverage and re-finding both
     # at their minimum, see docs/RECOGNITION.md). Higher trades recall for even fewer wrong answers; the
     # recognition benchmark reports what each threshold keeps.

@@ -19,6 +19,7 @@ import cv2
 import faiss
 import numpy as np
 
+from imagecloud.config import SecondPass
 from imagecloud.errors import FeatureInsufficient, ImageCloudError
 from imagecloud.index.binary import BinaryVotingIndex, Candidate, IndexSettings
 from imagecloud.index.sealed import SavedScope, SegmentStore, fingerprint
@@ -64,7 +65,7 @@ class RecognizerSettings:
     first_verify: int = 2  # candidates of the first round verified before the remaining descriptors vote
     # Second pass for photos the first pass accepted nothing in (small, steep or low-contrast prints):
     # "always", "evidence" (only when some target made a plausible view) or "off".
-    second_pass: str = "always"
+    second_pass: SecondPass = "always"
     second_working_size: int = 1400  # long side the photo is re-analysed at, upsampled if need be
     second_max_upsample: float = 1.5  # tiny photos are not blown up further: they hold nothing more
     # The second pass first verifies the best-voted candidates of pyramid levels 0-3 alone: at 1.2^3 = 1.73 <
