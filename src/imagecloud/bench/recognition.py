@@ -228,7 +228,6 @@ def _failure_picture(
 ) -> None:
     """Query | expected target | returned target, side by side, so a person can see why it failed."""
     height = 360
-    panels: list[np.ndarray] = []
     query = cv2.imread(str(query_path), cv2.IMREAD_COLOR)
     if query is None:
         return
@@ -236,26 +235,28 @@ def _failure_picture(
     if corners:
         polygon = np.array(corners, dtype=np.int32).reshape(-1, 1, 2)
         cv2.polylines(query, [polygon], True, (0, 0, 255), max(2, query.shape[1] // 200))
-    panels.append(_panel(query, f"query {Path(outcome.query).name}", height))
-    if outcome.expected is not None and outcome.expected in paths_by_id:
-        expected = cv2.imread(str(paths_by_id[outcome.expected]), cv2.IMREAD_COLOR)
-        if expected is not None:
-            panels.append(_panel(expected, f"expected {outcome.expected}", height))
+    query_label = f"query {Path(outcome.query).name}"
+    returned = None
     if outcome.returned is not None and outcome.returned in paths_by_id:
         returned_path = paths_by_id[outcome.returned]
         returned = cv2.imread(str(returned_path), cv2.IMREAD_COLOR)
         if returned is not None:
             # Where the returned target was seen: each inlier correspondence as one coloured dot on both.
             pairs = _inlier_pairs(query_path.read_bytes(), returned_path.read_bytes())
-            radius = max(3, query.shape[1] // 160)
             for number, (photo_point, target_point) in enumerate(pairs):
                 hue = np.array([[[number * 37 % 180, 255, 255]]], dtype=np.uint8)
                 color = tuple(int(c) for c in cv2.cvtColor(hue, cv2.COLOR_HSV2BGR)[0, 0])
-                cv2.circle(query, tuple(int(v) for v in photo_point), radius, color, -1, cv2.LINE_AA)
-                size = max(3, returned.shape[1] // 160)
-                cv2.circle(returned, tuple(int(v) for v in target_point), size, color, -1, cv2.LINE_AA)
-            panels[0] = _panel(query, f"query {Path(outcome.query).name} ({len(pairs)} inliers)", height)
-            panels.append(_panel(returned, f"returned {outcome.returned}", height))
+                for image, point in ((query, photo_point), (returned, target_point)):
+                    radius = max(3, image.shape[1] // 160)
+                    cv2.circle(image, tuple(int(v) for v in point), radius, color, -1, cv2.LINE_AA)
+            query_label += f" ({len(pairs)} inliers)"
+    panels = [_panel(query, query_label, height)]
+    if outcome.expected is not None and outcome.expected in paths_by_id:
+        expected = cv2.imread(str(paths_by_id[outcome.expected]), cv2.IMREAD_COLOR)
+        if expected is not None:
+            panels.append(_panel(expected, f"expected {outcome.expected}", height))
+    if returned is not None:
+        panels.append(_panel(returned, f"returned {outcome.returned}", height))
     folder.mkdir(parents=True, exist_ok=True)
     name = (outcome.group + "." if outcome.group else "") + Path(outcome.query).stem + ".png"
     cv2.imwrite(str(folder / name), np.hstack(panels))
