@@ -8,11 +8,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
-from imagecloud.config import Settings, load_settings
+from imagecloud.config import SecondPass, Settings, load_settings
 from imagecloud.errors import ImageCloudError
 from imagecloud.service import Service, build_service
 from imagecloud.storage.lock import DataDirInUse, DataDirLock
@@ -412,8 +412,13 @@ def bench_recognition(
     from imagecloud.bench.backends import Backend, HttpBackend, InProcessBackend
     from imagecloud.bench.dataset import load_dataset, load_negatives
 
-    data = load_dataset(dataset)
-    negative_sets = [load_negatives(path) for path in negatives or []]
+    try:
+        data = load_dataset(dataset)
+        negative_sets = [load_negatives(path) for path in negatives or []]
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    if second_pass not in (None, *get_args(SecondPass)):
+        raise typer.BadParameter(f"--second-pass must be one of {', '.join(get_args(SecondPass))}")
     backend: Backend
     if url:
         if not username or not secretkey:

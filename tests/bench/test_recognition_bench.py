@@ -158,3 +158,25 @@ class TestServerTiming:
     def test_parsing(self, header: str, expected: float | None) -> None:
         response = httpx.Response(200, headers={"server-timing": header} if header else {})
         assert server_seconds(response) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--negatives", "{missing}"], "holds no JPEG or PNG files"),
+        (["--second-pass", "sometimes"], "--second-pass must be one of always, evidence, off"),
+    ],
+)
+def test_cli_refuses_bad_arguments_before_enrolling(
+    dataset_dir: Path, tmp_path: Path, args: list[str], reason: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from imagecloud.cli import app
+
+    args = [a.format(missing=tmp_path / "missing") for a in args]
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bench", "recognition", str(dataset_dir), "--out", str(out), *args])
+    assert result.exit_code == 2
+    assert reason in " ".join(result.output.replace("│", " ").split())  # the error box wraps lines
+    assert not out.exists()
