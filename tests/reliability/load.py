@@ -65,6 +65,13 @@ def _seed(
         working_size=service.recognizer.settings.target_working_size,
     )
     features = extractor.extract(image.gray, image.scale, image.width, image.height)
+    insert_target(service, channel_id, identifier, data, features.to_bytes(), (image.width, image.height))
+
+
+def insert_target(
+    service: Service, channel_id: int, identifier: str, data: bytes, features: bytes, size: tuple[int, int]
+) -> None:
+    """The file, row and features AddImage would store for ``data``, without analysing or rating it."""
     key = new_blob_key()
     service.blobs.put(key, data)
     with service.db.session() as session:
@@ -74,15 +81,15 @@ def _seed(
             meta=None,
             level=3,
             matchratio=0.5,
-            width=image.width,
-            height=image.height,
+            width=size[0],
+            height=size[1],
             size_bytes=len(data),
             content_type="image/jpeg",
             blob_key=key,
         )
         session.add(target)
         session.flush()
-        session.add(TargetFeatures(target_id=target.id, data=features.to_bytes()))
+        session.add(TargetFeatures(target_id=target.id, data=features))
         session.execute(
             update(Channel).where(Channel.id == channel_id).values(target_count=Channel.target_count + 1)
         )

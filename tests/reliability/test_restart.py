@@ -17,16 +17,16 @@ from typing import Any
 
 import httpx
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from imagecloud.service import Service
-from imagecloud.storage import Channel, Target, TargetFeatures
-from imagecloud.storage.blobs import new_blob_key
+from imagecloud.storage import Channel
 from imagecloud.vision.decode import decode_image
 from imagecloud.vision.features import FeatureExtractor, Features
 from tests import imagegen
 from tests.api.helpers import jpeg
 from tests.api.images import photo
+from tests.reliability.load import insert_target
 from tests.server import Account, ServerProcess
 
 FILLER = 1200
@@ -43,28 +43,9 @@ def _photo(n: int) -> bytes:
 
 def _insert(service: Service, channel: str, identifier: str, data: bytes, features: bytes) -> None:
     """A target row as AddImage stores it (file, row, features), without the rating."""
-    key = new_blob_key()
-    service.blobs.put(key, data)
     with service.db.session() as session:
         channel_id = session.scalars(select(Channel.id).where(Channel.name == channel)).one()
-        target = Target(
-            channel_id=channel_id,
-            identifier=identifier,
-            meta=None,
-            level=3,
-            matchratio=0.5,
-            width=480,
-            height=640,
-            size_bytes=len(data),
-            content_type="image/jpeg",
-            blob_key=key,
-        )
-        session.add(target)
-        session.flush()
-        session.add(TargetFeatures(target_id=target.id, data=features))
-        session.execute(
-            update(Channel).where(Channel.id == channel_id).values(target_count=Channel.target_count + 1)
-        )
+    insert_target(service, channel_id, identifier, data, features, (480, 640))
 
 
 def _seed(server: ServerProcess, account: Account) -> None:
