@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -76,10 +78,54 @@ class TestPhotosSharingOnlyASubject:
         assert result.score < 0.5
 
 
+class TestPrecision:
+    """Re-found keypoints of the print sit where they were; those of a look-alike are spread by chance."""
+
+    @pytest.mark.parametrize("seed", [1, 2])
+    def test_photo_of_the_print_is_precise(self, seed: int) -> None:
+        poster = imagegen.poster(110 + seed)
+        target, t_scale = _target(poster)
+        photo, q_scale = _photo(poster, seed, tilt_deg=25.0)
+        geometry = verify(photo, target, VerifySettings())
+        assert geometry is not None
+        result = assess(photo, q_scale, target, t_scale, geometry, SETTINGS)
+        assert result.precision >= 1.5 * SETTINGS.min_precision
+        assert result.accepted
+
+    @pytest.mark.parametrize("seed", [1, 2])
+    def test_keypoints_found_near_but_never_in_place_are_refused(self, seed: int) -> None:
+        """Every photo keypoint moved 2-3 working pixels: re-found within 3, within 1 only by coincidence.
+
+        That is what a look-alike offers (the same kind of detail near the predicted places, nowhere
+        exactly on them), so the view is refused although coverage and re-finding are high.
+        """
+        poster = imagegen.poster(110 + seed)
+        target, t_scale = _target(poster)
+        photo, q_scale = _photo(poster, seed, tilt_deg=25.0)
+        geometry = verify(photo, target, VerifySettings())
+        assert geometry is not None
+        rng = np.random.default_rng(seed)
+        angle = rng.uniform(0.0, 2 * np.pi, len(photo))
+        shift = rng.uniform(2.0, 3.0, len(photo)) * q_scale
+        offsets = np.stack([np.cos(angle), np.sin(angle)], axis=1) * shift[:, None]
+        off = replace(photo, points=(photo.points + offsets).astype(np.float32))
+        result = assess(off, q_scale, target, t_scale, geometry, SETTINGS)
+        assert result.coverage >= SETTINGS.min_coverage
+        assert result.refound >= SETTINGS.min_refound
+        assert result.precision < SETTINGS.min_precision
+        assert not result.accepted
+
+
 class TestScore:
     def test_half_at_the_weaker_minimum(self) -> None:
         assert score_of(SETTINGS.min_coverage, 10 * SETTINGS.min_refound, SETTINGS) == pytest.approx(0.5)
         assert score_of(10 * SETTINGS.min_coverage, SETTINGS.min_refound, SETTINGS) == pytest.approx(0.5)
+
+    def test_half_at_the_precision_minimum(self) -> None:
+        score = score_of(
+            10 * SETTINGS.min_coverage, 10 * SETTINGS.min_refound, SETTINGS, SETTINGS.min_precision
+        )
+        assert score == pytest.approx(0.5)
 
     def test_monotone_and_bounded(self) -> None:
         values = [score_of(c, 0.5, SETTINGS) for c in np.linspace(0.0, 1.0, 21)]
