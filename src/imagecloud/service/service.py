@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -114,7 +114,9 @@ class Service:
     def start(self) -> None:
         """Migrate, drop blobs no row points to (left by a crash mid-add), load the search index."""
         self.db.migrate()
-        exclusive = self.data_lock is not None and self.data_lock.held
+        # Every unreferenced file is garbage only where no other process adds files: inside the data
+        # directory this process holds (a blob folder elsewhere may be shared by several servers).
+        exclusive = self.data_lock is not None and self.data_lock.covers(self.settings.resolved_blob_dir)
         collect_orphans(self.db, self.blobs, self.previews, exclusive=exclusive)
         counts, live = self._census()
         missing = self.recognizer.open_words(counts, live)
@@ -158,12 +160,7 @@ class Service:
             return {int(t): bytes(d) for t, d in rows}
 
     def database_ok(self) -> bool:
-        try:
-            with self.db.session() as session:
-                session.execute(text("SELECT 1"))
-        except Exception:
-            return False
-        return True
+        return self.db.ping()
 
     def _stored_features(
         self, ids: Sequence[int] | None = None, skip_channels: set[int] | None = None

@@ -63,6 +63,10 @@ class DataDirLock:
     def held(self) -> bool:
         return self._fd is not None
 
+    def covers(self, path: Path) -> bool:
+        """Whether ``path`` lies inside the locked directory, so that no other process writes there."""
+        return self.held and path.resolve().is_relative_to(self.data_dir.resolve())
+
     def acquire(self) -> DataDirLock:
         """Take the lock or raise :class:`DataDirInUse` at once (never waits)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
