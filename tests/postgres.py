@@ -111,6 +111,18 @@ class Cluster:
             connection.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def allow_connections(self, url: str, allowed: bool) -> None:
+        """Open or close the database at ``url`` to clients; closing also ends the connections it has."""
+        database = url.rsplit("/", 1)[-1]
+        with psycopg.connect(self._conninfo("postgres"), autocommit=True) as connection:
+            connection.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+            if not allowed:
+                # With a timeout it returns once each backend has exited, not when it was only signalled.
+                connection.execute(
+                    "SELECT pg_terminate_backend(pid, 30000) FROM pg_stat_activity WHERE datname = %s",
+                    (database,),
+                )
+
     def dump(self, url: str) -> bytes:
         """Every row of the database at ``url``, as pg_dump writes them."""
         database = url.rsplit("/", 1)[-1]

@@ -148,8 +148,9 @@ class Service:
         with self.db.session() as session:
             return targets.features_by_id(session, ids)
 
-    def database_ok(self) -> bool:
-        return self.db.ping()
+    def dependencies(self) -> dict[str, dict[str, Any]]:
+        """What the service needs besides its own process, each with whether it answers now (``/readyz``)."""
+        return {"database": {"backend": self.db.dialect, "ok": self.db.ping()}}
 
     def _stored_features(
         self, ids: Sequence[int] | None = None, skip_channels: set[int] | None = None
