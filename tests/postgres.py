@@ -62,8 +62,13 @@ class Cluster:
             os.chown(self.root, account.pw_uid, account.pw_gid)
 
     def _run(self, *command: str) -> None:
+        # In the cluster's folder: the postgres user may not be allowed into the caller's working directory.
         subprocess.run(
-            [*self._run_as, *command], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [*self._run_as, *command],
+            check=True,
+            cwd=self.root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
 
     def start(self) -> Cluster:
