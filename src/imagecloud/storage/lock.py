@@ -1,4 +1,5 @@
-"""One process at a time owns an embedded data directory (SQLite file + local blob folder).
+"""One process at a time owns a data directory (the SQLite file when the database is the embedded one, the
+local blob folder, the stored previews and the saved search index), whatever the database.
 
 A server keeps its search index in memory and, when it starts, deletes blob files that no row points to
 (left by a crash between writing the file and committing the row). Both assume that no other process is
