@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from imagecloud.config import Settings
-from imagecloud.errors import QuotaExceeded
+from imagecloud.errors import IdentifierTaken, QuotaExceeded
 from imagecloud.service import build_service
 from imagecloud.service.recognizer import TargetAnalysis
 from imagecloud.storage import Database, searches, targets
@@ -50,6 +50,22 @@ def _add_all(
             outcome["added"] += 1
         except QuotaExceeded:
             outcome["full"] += 1
+    service.db.dispose()
+    return outcome
+
+
+def _add_one(
+    data_dir: Path, url: str, channel: str, analysis: TargetAnalysis, data: bytes, start: Barrier
+) -> str:
+    """Every writer adds the same identifier: "added" or "taken"."""
+    service = build_service(_settings(data_dir, url))
+    found, _present = service.import_channel(channel)
+    start.wait()
+    try:
+        service.add_analysed(found, "contested", None, data, analysis)
+        outcome = "added"
+    except IdentifierTaken:
+        outcome = "taken"
     service.db.dispose()
     return outcome
 
@@ -126,6 +142,25 @@ def test_writers_at_a_quota_never_overshoot_it(shared: tuple[Settings, str], tmp
     channel, _present = service.import_channel("crowded")
     with service.db.session() as session:
         assert info.count == len(targets.identifiers_of(session, channel.id)) == QUOTA
+    service.db.dispose()
+
+
+def test_one_identifier_from_several_writers_is_stored_once(
+    shared: tuple[Settings, str], tmp_path: Path
+) -> None:
+    """The losers hear 20016, as from one server, even when their own check found the identifier free."""
+    settings, url = shared
+    data = imagegen.encode(imagegen.poster(4), "jpeg")
+    service = build_service(settings)
+    analysis = service.recognizer.analyse_target(data)
+
+    outcomes = _run(
+        _add_one, [(tmp_path / f"writer{n}", url, "crowded", analysis, data) for n in range(WRITERS)]
+    )
+
+    assert sorted(outcomes) == ["added"] + ["taken"] * (WRITERS - 1)
+    (info,) = service.list_channels()
+    assert info.count == 1
     service.db.dispose()
 
 

@@ -421,7 +421,10 @@ class Service:
                         content_type=CONTENT_TYPES[analysis.format],
                         blob_key=key,
                     )
-                    target_id = targets.insert(session, target, analysis.features_blob)
+                    try:
+                        target_id = targets.insert(session, target, analysis.features_blob)
+                    except targets.Duplicate as error:
+                        raise IdentifierTaken(str(error)) from error
                     self.recognizer.add(channel.id, target_id, analysis.features_blob)
                     indexed = target_id
             except BaseException:

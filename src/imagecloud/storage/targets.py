@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -30,10 +31,22 @@ def identifier_taken(session: Session, channel_id: int, identifier: str) -> bool
     return found is not None
 
 
+class Duplicate(Exception):
+    """The channel got a target with this identifier from another transaction that committed first."""
+
+
 def insert(session: Session, target: Target, features: bytes) -> int:
-    """Store a target row and its features (not committed: the caller's transaction decides); its id."""
+    """Store a target row and its features (not committed: the caller's transaction decides); its id.
+
+    Raises :class:`Duplicate` when a concurrent writer took the identifier after the caller checked it
+    (PostgreSQL makes the second insert wait for the first and then refuses it); the transaction can then
+    only roll back.
+    """
     session.add(target)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as error:
+        raise Duplicate(f"identifier {target.identifier!r} exists") from error
     session.add(TargetFeatures(target_id=target.id, data=features))
     session.flush()
     return target.id
