@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import postgres
+from tests.backends import NAMES, Backend
 from tests.server import Account, ServerProcess
 
 _names = itertools.count()
@@ -39,3 +41,29 @@ def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
     process.start()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[postgres.Cluster]:
+    """One throwaway PostgreSQL cluster per test process, started on first use.
+
+    Without PostgreSQL's binaries the tests that need it skip, unless ``IMAGECLOUD_REQUIRE_POSTGRES=1``
+    (CI), where they fail instead: a CI run must never go green because the database quietly went missing.
+    """
+    bin_dir = postgres.binaries()
+    if bin_dir is None:
+        if os.environ.get(postgres.REQUIRE_ENV) == "1":
+            pytest.fail(f"{postgres.missing_reason()}; {postgres.REQUIRE_ENV}=1 forbids skipping")
+        pytest.skip(postgres.missing_reason())
+    cluster = postgres.Cluster(bin_dir).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session", params=NAMES)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Each database a server can run on: tests that take it (or a server made from it) run once per
+    backend."""
+    if request.param == "postgresql":
+        return Backend(request.param, request.getfixturevalue("postgres_cluster"))
+    return Backend(request.param)

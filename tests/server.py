@@ -38,8 +38,16 @@ class Account:
 class ServerProcess:
     """``imagecloud serve`` in a child process, with a data directory the test owns."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        log_level: str = "warning",
+        database_url: str = "",
+    ) -> None:
         self.data_dir = data_dir
+        # Empty: the embedded SQLite file in the data directory.
+        self.database_url = database_url
         self.log_level = log_level
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -63,6 +71,7 @@ class ServerProcess:
                 str(self.port),
                 "--log-level",
                 self.log_level,
+                *(["--database", self.database_url] if self.database_url else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -99,7 +108,7 @@ class ServerProcess:
     def operator(self) -> Service:
         """The same database and blob folder, opened in this process: what the operator CLI does."""
         if self._operator is None:
-            self._operator = build_service(Settings(data_dir=self.data_dir))
+            self._operator = build_service(Settings(data_dir=self.data_dir, database_url=self.database_url))
             self._operator.db.migrate()
         return self._operator
 

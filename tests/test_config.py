@@ -1,6 +1,9 @@
-"""Settings: the recognition switches keep accepting the values older configurations used."""
+"""Settings: the recognition switches keep accepting the values older configurations used; where the
+database is."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -27,3 +30,23 @@ def test_second_pass_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
 def test_bad_values_refused(field: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Settings(**field)  # type: ignore[arg-type]
+
+
+def test_the_database_defaults_to_the_file_in_the_data_directory(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    assert settings.resolved_database_url == f"sqlite:///{(tmp_path / 'imagecloud.db').resolve()}"
+
+
+def test_the_database_from_the_settings_file_the_environment_and_the_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "imagecloud.toml"
+    config.write_text('database_url = "postgresql://app@db-file/imagecloud"\n')
+    monkeypatch.delenv("IMAGECLOUD_DATABASE_URL", raising=False)
+    monkeypatch.setenv("IMAGECLOUD_CONFIG", str(config))
+    assert load_settings().resolved_database_url == "postgresql://app@db-file/imagecloud"
+    monkeypatch.setenv("IMAGECLOUD_DATABASE_URL", "postgresql://app@db-env/imagecloud")
+    assert load_settings().resolved_database_url == "postgresql://app@db-env/imagecloud"
+    # What `serve --database` passes.
+    flag = load_settings(database_url="postgresql://app@db-flag/imagecloud")
+    assert flag.resolved_database_url == "postgresql://app@db-flag/imagecloud"

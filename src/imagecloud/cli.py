@@ -34,6 +34,14 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Data directory (database + blobs). Env: IMAGECLOUD_DATA_DIR."),
 ]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML settings file.")]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        help="Database URL, e.g. postgresql://user:password@host/imagecloud (default: the SQLite file in the "
+        "data directory). Env: IMAGECLOUD_DATABASE_URL.",
+    ),
+]
 
 
 def _settings(data_dir: Path | None, config: Path | None = None, **overrides: object) -> Settings:
@@ -55,6 +63,7 @@ def _fail(error: ImageCloudError) -> None:
 def serve(
     data_dir: DataDir = None,
     config: ConfigFile = None,
+    database: DatabaseUrl = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
     demo: Annotated[
@@ -72,9 +81,9 @@ def serve(
     from imagecloud.api.connections import guarded_protocol, raise_open_files_limit
     from imagecloud.api.logs import configure_logging
 
-    settings = _settings(data_dir, config, host=host, port=port)
+    settings = _settings(data_dir, config, host=host, port=port, database_url=database)
     configure_logging(log_level, as_json=settings.log_json)
-    lock = _lock_embedded(settings, "imagecloud serve")
+    lock = _lock_data_dir(settings, "imagecloud serve")
     if demo:
         _prepare_demo(settings, lock)
     service = build_service(settings)
@@ -117,15 +126,14 @@ def _prepare_demo(settings: Settings, lock: DataDirLock | None) -> None:
     typer.echo(demo.instructions(prepared, settings))
 
 
-def _lock_embedded(settings: Settings, command: str) -> DataDirLock | None:
-    """The data directory's lock when the database is an SQLite file (the embedded deployment).
+def _lock_data_dir(settings: Settings, command: str) -> DataDirLock:
+    """The data directory's lock, whatever the database.
 
-    A server on it keeps the search index in memory and sweeps unreferenced blob files at start, so a
-    second one would destroy the first one's adds in flight. Servers sharing another database run without
-    it (and their sweep keeps young files).
+    A server keeps its search index in memory (saved under the data directory) and sweeps unreferenced
+    blob files at start, so a second one on the same directory would destroy the first one's adds in
+    flight. On PostgreSQL the database may be shared, but until the index is shared too each server needs
+    a data directory of its own.
     """
-    if not settings.resolved_database_url.startswith("sqlite"):
-        return None
     try:
         return DataDirLock(settings.data_dir, command).acquire()
     except DataDirInUse as error:

@@ -1,12 +1,36 @@
-"""Test pictures shared by the HTTP tests: built once per worker, they are deterministic."""
+"""Servers on each backend, and test pictures shared by the HTTP tests (built once per worker, they are
+deterministic)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests import imagegen
 from tests.api import images
+from tests.backends import Backend
+from tests.server import ServerProcess
+
+
+@pytest.fixture(scope="session")
+def server(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One real server per test worker and backend: every HTTP test runs on SQLite and on PostgreSQL."""
+    process = backend.server(tmp_path_factory.mktemp(f"server-{backend.name}"))
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def fresh_server(backend: Backend, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server of the test's own, for tests that restart or kill it."""
+    process = backend.server(tmp_path / "data")
+    process.start()
+    yield process
+    process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import pytest
 
 from imagecloud.service.ratelimit import RateLimiter, address_key
 from tests.api.helpers import add_ok
+from tests.backends import Backend
 from tests.server import Account, ServerProcess
 
 BURST = 3
@@ -22,13 +23,13 @@ _addresses = (f"127.0.0.{n}" for n in itertools.count(2))
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def limited(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """Anonymous budget of 3 requests that (practically) never refills; the per-user budget is ample."""
     env = {
         "IMAGECLOUD_ANONYMOUS_RATE_LIMIT_PER_SECOND": "0.0001",
         "IMAGECLOUD_ANONYMOUS_RATE_LIMIT_BURST": str(BURST),
     }
-    server = ServerProcess(tmp_path_factory.mktemp("anonymous"), env=env)
+    server = backend.server(tmp_path_factory.mktemp("anonymous"), env=env)
     server.start()
     yield server
     server.stop()
@@ -138,14 +139,14 @@ class TestAnonymousBudget:
 
 
 @pytest.fixture(scope="module")
-def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def proxied(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """Behind a reverse proxy on the same host, named as trusted."""
     env = {
         "IMAGECLOUD_ANONYMOUS_RATE_LIMIT_PER_SECOND": "0.0001",
         "IMAGECLOUD_ANONYMOUS_RATE_LIMIT_BURST": str(BURST),
         "IMAGECLOUD_TRUSTED_PROXIES": "127.0.0.1",
     }
-    server = ServerProcess(tmp_path_factory.mktemp("proxied"), env=env)
+    server = backend.server(tmp_path_factory.mktemp("proxied"), env=env)
     server.start()
     yield server
     server.stop()

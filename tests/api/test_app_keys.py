@@ -48,12 +48,12 @@ class TestCreate:
         body = find(server, as_app(account, key), target_photo, channel=account.channel)
         assert body["returncode"] == 0 and body["identifier"] == "poster"
 
-    def test_only_a_hash_is_stored(self, server, account):
+    def test_only_a_hash_is_stored(self, backend, server, account):
         key = create(server, account, "hashed")
         with server.operator.db.session() as session:
             stored = session.scalar(select(AppKey.key_hash).where(AppKey.name == "hashed"))
         assert stored == hashlib.sha256(key.encode()).hexdigest()
-        assert key.encode() not in (server.data_dir / "imagecloud.db").read_bytes()
+        assert key.encode() not in backend.stored_bytes(server)
 
     def test_each_key_is_new(self, server, account):
         assert create(server, account, "one") != create(server, account, "two")

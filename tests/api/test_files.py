@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.api.helpers import add_ok
+from tests.backends import Backend
 from tests.server import Account, ServerProcess
 
 _addresses = (f"127.0.1.{n}" for n in itertools.count(2))
@@ -105,13 +106,13 @@ BURST = 4
 
 
 @pytest.fixture(scope="module")
-def stingy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def stingy(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A file budget of 4 requests per address that (practically) never refills."""
     env = {
         "IMAGECLOUD_FILE_RATE_LIMIT_PER_SECOND": "0.0001",
         "IMAGECLOUD_FILE_RATE_LIMIT_BURST": str(BURST),
     }
-    server = ServerProcess(tmp_path_factory.mktemp("stingy"), env=env)
+    server = backend.server(tmp_path_factory.mktemp("stingy"), env=env)
     server.start()
     yield server
     server.stop()

@@ -11,6 +11,7 @@ import pytest
 
 from tests.api import images
 from tests.api.helpers import add, find_in, jpeg
+from tests.backends import Backend
 from tests.server import ServerProcess
 
 INVALID = "parameter missing or invalid: "
@@ -102,8 +103,8 @@ class TestPlainCodes:
 
 
 @pytest.fixture
-def logging_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path / "data", env={"IMAGECLOUD_LOG_JSON": "true"}, log_level="info")
+def logging_server(backend: Backend, tmp_path: Path) -> Iterator[ServerProcess]:
+    process = backend.server(tmp_path / "data", env={"IMAGECLOUD_LOG_JSON": "true"}, log_level="info")
     process.start()
     yield process
     process.stop()

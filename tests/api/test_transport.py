@@ -160,6 +160,10 @@ class TestOutsideTheApi:
         assert httpx.get(f"{server.url}/healthz").status_code == 200
         assert httpx.get(f"{server.url}/readyz").status_code == 200
 
+    def test_readiness_names_the_database_it_reached(self, backend, server):
+        body = httpx.get(f"{server.url}/readyz").json()
+        assert body["dependencies"]["database"] == {"backend": backend.name, "ok": True}
+
     def test_declared_body_over_the_cap_is_413_before_it_is_sent(self, server, account):
         """Only the headers go out: a 413 proves the server did not wait to buffer 33 MiB."""
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:

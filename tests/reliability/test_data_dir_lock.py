@@ -21,10 +21,12 @@ from imagecloud.storage.blobs import new_blob_key
 from imagecloud.storage.lock import DataDirInUse, DataDirLock
 from tests import imagegen
 from tests.api.helpers import add_ok, find_in
+from tests.backends import Backend
+from tests.postgres import Cluster
 from tests.server import ServerProcess, free_port
 
 
-def serve(data_dir: Path, port: int) -> subprocess.Popen[str]:
+def serve(data_dir: Path, port: int, database_url: str = "") -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -37,6 +39,7 @@ def serve(data_dir: Path, port: int) -> subprocess.Popen[str]:
             str(port),
             "--log-level",
             "warning",
+            *(["--database", database_url] if database_url else []),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -87,6 +90,26 @@ class TestOneServerPerDirectory:
         # The first server was not disturbed.
         photo = imagegen.encode(imagegen.photo(poster, seed=5).image)
         assert find_in(fresh_server, account, photo)["identifier"] == "poster"
+
+    def test_on_postgresql_too(self, postgres_cluster: Cluster, tmp_path: Path) -> None:
+        """The database is a server of its own, but the index, blobs and previews are still the data
+        directory's: a second server there would disturb the first just the same."""
+        first = Backend("postgresql", postgres_cluster).server(tmp_path / "data")
+        first.start()
+        try:
+            port = free_port()
+            second = serve(first.data_dir, port, first.database_url)
+            try:
+                assert outcome(second, port) == "exited"
+                _, err = second.communicate(timeout=60)
+            finally:
+                if second.poll() is None:
+                    second.kill()
+                    second.wait()
+            assert second.returncode == 1
+            assert first.process is not None and f"in use by process {first.process.pid} on " in err
+        finally:
+            first.stop()
 
     def test_in_process_import_refuses_while_the_directory_is_held(self, tmp_path: Path) -> None:
         data_dir = tmp_path / "data"

@@ -39,7 +39,12 @@ class TestHealth:
         assert httpx.get(f"{chatty_server.url}/healthz").json() == {"status": "ok"}
         ready = httpx.get(f"{chatty_server.url}/readyz")
         assert ready.status_code == 200
-        assert ready.json() == {"status": "ready", "index": True, "database": True}
+        assert ready.json() == {
+            "status": "ready",
+            "index": True,
+            "database": True,
+            "dependencies": {"database": {"backend": "sqlite", "ok": True}},
+        }
 
 
 class TestMetrics:

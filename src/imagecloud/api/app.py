@@ -120,9 +120,14 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        database = await anyio.to_thread.run_sync(service.database_ok)
-        ready = service.ready and database
-        body = {"status": "ready" if ready else "not ready", "index": service.ready, "database": database}
+        dependencies = await anyio.to_thread.run_sync(service.dependencies)
+        ready = service.ready and all(dependency["ok"] for dependency in dependencies.values())
+        body = {
+            "status": "ready" if ready else "not ready",
+            "index": service.ready,
+            "database": dependencies["database"]["ok"],
+            "dependencies": dependencies,
+        }
         return JSONResponse(body, status_code=200 if ready else 503)
 
     app.add_middleware(

@@ -13,15 +13,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imagecloud.errors import ChannelNotFound, InvalidParameter, NotYourChannel, WrongCredentials
 from imagecloud.service import validation as check
 from imagecloud.service.auth import hash_key, key_matches, new_secret_key
 from imagecloud.service.ratelimit import RateLimiter
-from imagecloud.storage import Channel, Database, User
+from imagecloud.storage import Database, User, users
 from imagecloud.storage import appkeys as store
+from imagecloud.storage import channels as channel_rows
 
 # Tells a reader of a page's source (or of a log) that this key can only search.
 KEY_PREFIX = "app_"
@@ -73,7 +73,7 @@ class AppKeys:
         """The caller of FindImage / GetImage: the owner's secret key or one of the owner's app keys."""
         if not username or not secretkey:
             raise WrongCredentials("missing username or secretkey")
-        user = session.scalar(select(User).where(User.name == username))
+        user = users.by_name(session, username)
         if key_matches(secretkey, user.key_hash if user is not None else None) and user is not None:
             found = Reader(user)
         else:
@@ -100,7 +100,7 @@ class AppKeys:
             self._revoke(session, self._user(session, username), name)
 
     def _user(self, session: Session, name: str) -> User:
-        user = session.scalar(select(User).where(User.name == name))
+        user = users.by_name(session, name)
         if user is None:
             raise InvalidParameter(f"no user {name!r}")
         return user
@@ -140,7 +140,7 @@ class AppKeys:
         return key
 
     def _check_owned(self, session: Session, user: User, name: str) -> None:
-        owner = session.scalar(select(Channel.owner_id).where(Channel.name == name))
+        owner = channel_rows.owner_of(session, name)
         if owner is None:
             raise ChannelNotFound(f"no channel {name!r}")
         if owner != user.id:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
-from imagecloud.storage import BlobStore, Database, Target
+from imagecloud.storage import BlobStore, Database, targets
 from imagecloud.storage.thumbnails import ThumbnailStore
 from imagecloud.vision.thumbnail import thumbnail as render
 
@@ -34,10 +32,8 @@ class Files:
     def info(self, blob_key: str) -> StoredFile | None:
         """The original's type and size; None when no target has that key (removed, or never was)."""
         with self.db.session() as session:
-            row = session.execute(
-                select(Target.content_type, Target.size_bytes).where(Target.blob_key == blob_key)
-            ).one_or_none()
-        return None if row is None else StoredFile(content_type=row[0], size=int(row[1]))
+            row = targets.file_info(session, blob_key)
+        return None if row is None else StoredFile(content_type=row[0], size=row[1])
 
     def original(self, blob_key: str) -> bytes | None:
         try:

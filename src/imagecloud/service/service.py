@@ -15,10 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
 from imagecloud.config import Settings
 from imagecloud.errors import (
@@ -43,12 +40,14 @@ from imagecloud.storage import (
     BlobStore,
     Channel,
     Database,
-    MatchCount,
     Target,
-    TargetFeatures,
     User,
+    channels,
     searches,
+    targets,
+    users,
 )
+from imagecloud.storage import matches as match_counts
 from imagecloud.storage.blobs import new_blob_key
 from imagecloud.storage.lock import DataDirLock
 from imagecloud.storage.thumbnails import ThumbnailStore
@@ -114,7 +113,9 @@ class Service:
     def start(self) -> None:
         """Migrate, drop blobs no row points to (left by a crash mid-add), load the search index."""
         self.db.migrate()
-        exclusive = self.data_lock is not None and self.data_lock.held
+        # Every unreferenced file is garbage only where no other process adds files: inside the data
+        # directory this process holds (a blob folder elsewhere may be shared by several servers).
+        exclusive = self.data_lock is not None and self.data_lock.covers(self.settings.resolved_blob_dir)
         collect_orphans(self.db, self.blobs, self.previews, exclusive=exclusive)
         counts, live = self._census()
         missing = self.recognizer.open_words(counts, live)
@@ -139,52 +140,23 @@ class Service:
     def _census(self) -> tuple[dict[int, int], np.ndarray]:
         """Targets per channel, and every target id."""
         with self.db.session() as session:
-            counts = {
-                int(c): int(n)
-                for c, n in session.execute(
-                    select(Target.channel_id, func.count()).group_by(Target.channel_id)
-                )
-            }
-            ids = np.fromiter(session.scalars(select(Target.id)), np.int64)
+            counts = targets.count_per_channel(session)
+            ids = np.fromiter(targets.all_ids(session), np.int64)
         return counts, ids
 
     def _features_by_id(self, ids: Sequence[int]) -> dict[int, bytes]:
         with self.db.session() as session:
-            rows = session.execute(
-                select(TargetFeatures.target_id, TargetFeatures.data).where(
-                    TargetFeatures.target_id.in_(list(ids))
-                )
-            )
-            return {int(t): bytes(d) for t, d in rows}
+            return targets.features_by_id(session, ids)
 
-    def database_ok(self) -> bool:
-        try:
-            with self.db.session() as session:
-                session.execute(text("SELECT 1"))
-        except Exception:
-            return False
-        return True
+    def dependencies(self) -> dict[str, dict[str, Any]]:
+        """What the service needs besides its own process, each with whether it answers now (``/readyz``)."""
+        return {"database": {"backend": self.db.dialect, "ok": self.db.ping()}}
 
     def _stored_features(
         self, ids: Sequence[int] | None = None, skip_channels: set[int] | None = None
     ) -> Iterator[tuple[int, int, bytes]]:
-        if ids is not None:
-            # Chunks keep each statement's parameter list within SQLite's limit.
-            for start in range(0, len(ids), 500):
-                yield from self._stored_features_where(Target.id.in_(list(ids[start : start + 500])))
-            return
-        where = Target.channel_id.not_in(list(skip_channels)) if skip_channels else None
-        yield from self._stored_features_where(where)
-
-    def _stored_features_where(self, where: ColumnElement[bool] | None) -> Iterator[tuple[int, int, bytes]]:
         with self.db.session() as session:
-            query = select(Target.channel_id, Target.id, TargetFeatures.data).join(
-                TargetFeatures, TargetFeatures.target_id == Target.id
-            )
-            if where is not None:
-                query = query.where(where)
-            rows = session.execute(query.execution_options(yield_per=1000))
-            yield from ((channel_id, target_id, data) for channel_id, target_id, data in rows)
+            yield from targets.indexed_features(session, ids, skip_channels or ())
 
     def _channel_lock(self, channel_id: int) -> threading.Lock:
         # Serialises writes inside one channel so identifier/quota checks and the insert act as one step.
@@ -197,41 +169,39 @@ class Service:
         check.user_name(name)
         key = new_secret_key()
         with self.db.session() as session:
-            if session.scalar(select(User.id).where(User.name == name)) is not None:
+            if users.exists(session, name):
                 raise InvalidParameter(f"user {name!r} exists")
-            session.add(User(name=name, key_hash=hash_key(key)))
+            users.insert(session, name, hash_key(key))
         return key
 
     def rotate_key(self, name: str) -> str:
         key = new_secret_key()
         with self.db.session() as session:
-            done = session.execute(update(User).where(User.name == name).values(key_hash=hash_key(key)))
-            if done.rowcount == 0:  # type: ignore[attr-defined]
+            if not users.set_key_hash(session, name, hash_key(key)):
                 raise InvalidParameter(f"no user {name!r}")
         return key
 
     def user_exists(self, name: str) -> bool:
         with self.db.session() as session:
-            return session.scalar(select(User.id).where(User.name == name)) is not None
+            return users.exists(session, name)
 
     def create_channel(self, name: str, owner: str, quota: int | None = None) -> ChannelInfo:
         check.new_channel_name(name)
         with self.db.session() as session:
-            user = session.scalar(select(User).where(User.name == owner))
+            user = users.by_name(session, owner)
             if user is None:
                 raise InvalidParameter(f"no user {owner!r}")
             return self._insert_channel(session, user, name, quota)
 
     def _insert_channel(self, session: Session, user: User, name: str, quota: int | None) -> ChannelInfo:
-        existing = session.scalar(select(Channel).where(Channel.name == name))
+        existing = channels.by_name(session, name)
         if existing is not None:
             if existing.owner_id != user.id:
                 raise NotYourChannel(f"channel {name!r} belongs to another user")
             raise InvalidParameter(f"channel {name!r} exists")
         if quota is not None and quota < 0:
             raise InvalidParameter("quota must be non-negative")
-        channel = Channel(name=name, owner_id=user.id, quota=self._quota(quota))
-        session.add(channel)
+        channel = channels.insert(session, name, user.id, self._quota(quota))
         return ChannelInfo(name=name, owner=user.name, quota=channel.quota, count=0)
 
     def _quota(self, quota: int | None) -> int:
@@ -241,39 +211,29 @@ class Service:
         if quota < 0:
             raise InvalidParameter("quota must be non-negative")
         with self.db.session() as session:
-            done = session.execute(update(Channel).where(Channel.name == name).values(quota=quota))
-            if done.rowcount == 0:  # type: ignore[attr-defined]
+            if not channels.set_quota(session, name, quota):
                 raise ChannelNotFound(f"no channel {name!r}")
 
     def delete_channel(self, name: str) -> None:
         with self.db.session() as session:
-            channel = session.scalar(select(Channel).where(Channel.name == name))
-            if channel is None:
-                raise ChannelNotFound(f"no channel {name!r}")
+            channel = self._channel(session, name)
         self._delete_channel(channel)
 
     def _delete_channel(self, channel: Channel) -> None:
         with self._channel_lock(channel.id):
             self.recognizer.drop_scope(channel.id)
             with self.db.session() as session:
-                keys = list(session.scalars(select(Target.blob_key).where(Target.channel_id == channel.id)))
-                session.execute(delete(Channel).where(Channel.id == channel.id))
+                keys = targets.blob_keys(session, channel.id)
+                channels.delete_by_id(session, channel.id)
                 searches.forget_channel(session, channel.owner_id, channel.name)
             for key in keys:
                 self._delete_files(key)
 
     def list_channels(self, owner: str | None = None) -> list[ChannelInfo]:
-        query = (
-            select(Channel.name, User.name, Channel.quota, Channel.target_count)
-            .join(User, User.id == Channel.owner_id)
-            .order_by(self._bytewise(Channel.name))
-        )
-        if owner is not None:
-            query = query.where(User.name == owner)
         with self.db.session() as session:
             return [
                 ChannelInfo(name=name, owner=user, quota=quota, count=count)
-                for name, user, quota, count in session.execute(query)
+                for name, user, quota, count in channels.listing(session, owner)
             ]
 
     # ------------------------------------------------------------------ shared rules
@@ -281,14 +241,14 @@ class Service:
     def _authenticate(self, session: Session, username: str | None, secretkey: str | None) -> User:
         if not username or not secretkey:
             raise WrongCredentials("missing username or secretkey")
-        user = session.scalar(select(User).where(User.name == username))
+        user = users.by_name(session, username)
         if not key_matches(secretkey, user.key_hash if user is not None else None) or user is None:
             raise WrongCredentials("unknown user or wrong key")
         self.rate_limiter.acquire(user.name)
         return user
 
     def _channel(self, session: Session, name: str) -> Channel:
-        channel = session.scalar(select(Channel).where(Channel.name == name))
+        channel = channels.by_name(session, name)
         if channel is None:
             raise ChannelNotFound(f"no channel {name!r}")
         return channel
@@ -306,9 +266,7 @@ class Service:
         return channel
 
     def _target(self, session: Session, channel: Channel, identifier: str) -> Target:
-        target = session.scalar(
-            select(Target).where(Target.channel_id == channel.id, Target.identifier == identifier)
-        )
+        target = targets.by_identifier(session, channel.id, identifier)
         if target is None:
             raise TargetNotFound(f"no target {identifier!r}")
         return target
@@ -327,10 +285,6 @@ class Service:
         raw_identifier = check.required(identifier, "identifier")
         owned = self._owned_channel(session, user, channel_name)
         return owned, self._target(session, owned, check.identifier(raw_identifier))
-
-    def _bytewise(self, column: Any) -> ColumnElement[Any]:
-        # The contract orders identifiers by byte order; PostgreSQL's default collation would not.
-        return column.collate("C") if self.db.dialect == "postgresql" else column  # type: ignore[no-any-return]
 
     def _read_upload(self, upload: Upload, limit: int, endpoint: str) -> bytes:
         if upload.size > limit:
@@ -389,12 +343,7 @@ class Service:
         if not matches:
             return []
         with self.db.session() as session:
-            rows = session.execute(
-                select(Target.id, Target.identifier).where(
-                    Target.id.in_([m.target_id for m in matches]), Target.channel_id == channel_id
-                )
-            )
-            names = {int(target_id): str(identifier) for target_id, identifier in rows}
+            names = targets.identifiers_by_id(session, channel_id, [m.target_id for m in matches])
         return [
             {"identifier": names[m.target_id], "score": round(float(m.score), 4)}
             for m in sorted(matches, key=lambda m: -m.score)
@@ -402,18 +351,13 @@ class Service:
         ]
 
     def _check_insertable(self, session: Session, channel: Channel, identifier: str) -> None:
-        taken = session.scalar(
-            select(Target.id).where(Target.channel_id == channel.id, Target.identifier == identifier)
-        )
-        if taken is not None:
+        if targets.identifier_taken(session, channel.id, identifier):
             raise IdentifierTaken(f"identifier {identifier!r} exists")
         self._check_room(session, channel)
 
     def _check_room(self, session: Session, channel: Channel) -> None:
         """20003 if ``channel`` was deleted, 20012 if it holds its quota."""
-        row = session.execute(
-            select(Channel.target_count, Channel.quota).where(Channel.id == channel.id)
-        ).one_or_none()
+        row = channels.room(session, channel.id)
         if row is None:
             raise ChannelNotFound("channel was deleted")
         count, quota = row
@@ -421,17 +365,9 @@ class Service:
             raise QuotaExceeded(f"channel {channel.name!r} holds {count} of {quota} targets")
 
     def _take_slot(self, session: Session, channel: Channel) -> None:
-        """Count one more target in ``channel``, in the transaction that inserts it.
-
-        The guard in the statement keeps the quota even when several processes add to one channel: the
-        row lock of the update serialises them, and one that finds the channel full changes nothing.
-        """
-        taken = session.execute(
-            update(Channel)
-            .where(Channel.id == channel.id, Channel.target_count < Channel.quota)
-            .values(target_count=Channel.target_count + 1)
-        )
-        if taken.rowcount == 0:  # type: ignore[attr-defined]
+        """Count one more target in ``channel``, in the transaction that inserts it (exact with several
+        processes adding to one channel: see :func:`imagecloud.storage.channels.take_slot`)."""
+        if not channels.take_slot(session, channel.id):
             self._check_room(session, channel)  # says whether it is gone or full
             raise QuotaExceeded(f"channel {channel.name!r} is full")
 
@@ -471,10 +407,8 @@ class Service:
                         # Checked again under the channel lock: a concurrent add may have won the race.
                         self._check_insertable(session, channel, identifier)
                         self._take_slot(session, channel)
-                    else:
-                        removed = session.execute(delete(Target).where(Target.id == replaces.id))
-                        if removed.rowcount == 0:  # type: ignore[attr-defined]
-                            raise TargetNotFound("target was removed")
+                    elif not targets.delete_by_id(session, replaces.id):
+                        raise TargetNotFound("target was removed")
                     target = Target(
                         channel_id=channel.id,
                         identifier=identifier,
@@ -487,12 +421,12 @@ class Service:
                         content_type=CONTENT_TYPES[analysis.format],
                         blob_key=key,
                     )
-                    session.add(target)
-                    session.flush()
-                    session.add(TargetFeatures(target_id=target.id, data=analysis.features_blob))
-                    session.flush()
-                    self.recognizer.add(channel.id, target.id, analysis.features_blob)
-                    indexed = target.id
+                    try:
+                        target_id = targets.insert(session, target, analysis.features_blob)
+                    except targets.Duplicate as error:
+                        raise IdentifierTaken(str(error)) from error
+                    self.recognizer.add(channel.id, target_id, analysis.features_blob)
+                    indexed = target_id
             except BaseException:
                 if indexed is not None:
                     self.recognizer.remove(channel.id, indexed)
@@ -518,19 +452,13 @@ class Service:
         already holds, which the import skips."""
         with self.db.session() as session:
             found = self._channel(session, channel)
-            present = set(session.scalars(select(Target.identifier).where(Target.channel_id == found.id)))
+            present = targets.identifiers_of(session, found.id)
         return found, present
 
     def channel_features(self, channel_id: int) -> Iterator[tuple[int, str, bytes]]:
         """(target id, identifier, features) of every target of a channel, for the import's look-alikes."""
         with self.db.session() as session:
-            rows = session.execute(
-                select(Target.id, Target.identifier, TargetFeatures.data)
-                .join(TargetFeatures, TargetFeatures.target_id == Target.id)
-                .where(Target.channel_id == channel_id)
-                .execution_options(yield_per=1000)
-            )
-            yield from ((int(t), str(i), bytes(d)) for t, i, d in rows)
+            yield from targets.channel_features(session, channel_id)
 
     def add_analysed(
         self,
@@ -585,8 +513,7 @@ class Service:
             old = self._target(session, owned, ident)
         if upload is None:
             with self.db.session() as session:
-                done = session.execute(update(Target).where(Target.id == old.id).values(meta=meta))
-                if done.rowcount == 0:  # type: ignore[attr-defined]
+                if not targets.set_meta(session, old.id, meta):
                     raise TargetNotFound("target was removed")
             return {"level": old.level, "matchratio": old.matchratio, "identifier": ident}
         data = self._read_upload(upload, self.settings.max_add_bytes, "AddImage/UpdateImage")
@@ -609,14 +536,9 @@ class Service:
             self.recognizer.remove(owned.id, target.id)
             try:
                 with self.db.session() as session:
-                    removed = session.execute(delete(Target).where(Target.id == target.id))
-                    if removed.rowcount == 0:  # type: ignore[attr-defined]
+                    if not targets.delete_by_id(session, target.id):
                         raise TargetNotFound("target was removed concurrently")
-                    session.execute(
-                        update(Channel)
-                        .where(Channel.id == owned.id)
-                        .values(target_count=Channel.target_count - 1)
-                    )
+                    channels.release_slot(session, owned.id)
             except TargetNotFound:
                 raise
             except BaseException:
@@ -628,7 +550,7 @@ class Service:
 
     def _reindex(self, channel_id: int, target_id: int) -> None:
         with self.db.session() as session:
-            data = session.scalar(select(TargetFeatures.data).where(TargetFeatures.target_id == target_id))
+            data = targets.features(session, target_id)
         if data is not None:
             self.recognizer.add(channel_id, target_id, data)
 
@@ -651,19 +573,8 @@ class Service:
             size = check.positive_int(count, "count", self.settings.page_size, self.settings.max_page_size)
             wanted = check.identifier_prefix(prefix)
             owned = self._owned_channel(session, user, channel_name)
-            where = [Target.channel_id == owned.id]
-            total = owned.target_count
-            if wanted:
-                # substr, not LIKE: SQLite's LIKE ignores ASCII case and treats "_" as a wildcard.
-                where.append(func.substr(Target.identifier, 1, len(wanted)) == wanted)
-                total = session.scalar(select(func.count(Target.id)).where(*where)) or 0
-            rows = session.execute(
-                select(Target.identifier, Target.meta, Target.matchratio, Target.level, Target.blob_key)
-                .where(*where)
-                .order_by(self._bytewise(Target.identifier))
-                .offset(start)
-                .limit(size)
-            )
+            total = targets.count_prefixed(session, owned.id, wanted) if wanted else owned.target_count
+            rows = targets.page(session, owned.id, wanted, start, size)
             images = [
                 {
                     "identifier": ident,
@@ -724,20 +635,14 @@ class Service:
                 readable = self._readable_channel(session, reader, channel)
                 scopes, searched = {readable.id}, readable.name
             else:
-                owned = select(Channel.id).where(Channel.owner_id == reader.user.id)
-                if reader.channels is not None:
-                    owned = owned.where(Channel.name.in_(sorted(reader.channels)))
-                scopes = set(session.scalars(owned))
+                scopes = channels.ids_of_owner(session, reader.user.id, reader.channels)
         data = self._read_upload(upload, self.settings.max_find_bytes, "FindImage")
         return self._find(data, scopes, limit, with_level=not channel, counted=(reader.user.id, searched))
 
     def find_as_operator(self, data: bytes, channel: str | None, limit: int = 1) -> dict[str, Any]:
         """The operator's ``imagecloud find``: search one channel or every channel, counting no match."""
         with self.db.session() as session:
-            if channel:
-                scopes = {self._channel(session, channel).id}
-            else:
-                scopes = set(session.scalars(select(Channel.id)))
+            scopes = {self._channel(session, channel).id} if channel else channels.all_ids(session)
         return self._find(data, scopes, limit, with_level=True, counted=None)
 
     def _find(
@@ -775,14 +680,7 @@ class Service:
             return []
         ids = [match.target_id for match in matches]
         with self.db.session() as session:
-            rows = {
-                target.id: (target, name)
-                for target, name in session.execute(
-                    select(Target, Channel.name)
-                    .join(Channel, Channel.id == Target.channel_id)
-                    .where(Target.id.in_(ids))
-                )
-            }
+            rows = targets.with_channel_names(session, ids)
         results = []
         for match in matches:
             found = rows.get(match.target_id)
@@ -802,17 +700,9 @@ class Service:
         return results
 
     def _count_match(self, channel_id: int, identifier: str) -> None:
-        today = dt.datetime.now(dt.UTC).date()
-        values = {"day": today, "channel_id": channel_id, "identifier": identifier, "count": 1}
-        insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
-        statement = insert(MatchCount).values(**values)
-        statement = statement.on_conflict_do_update(
-            index_elements=["day", "channel_id", "identifier"],
-            set_={"count": MatchCount.count + 1},
-        )
         try:
             with self.db.session() as session:
-                session.execute(statement)
+                match_counts.record(session, dt.datetime.now(dt.UTC).date(), channel_id, identifier)
         except Exception:
             # The caller still gets the answer; a lost count is logged rather than failing the search.
             log.exception("could not record a match for channel %d", channel_id)
@@ -842,38 +732,24 @@ class Service:
             if identifier and not channel:
                 raise InvalidParameter("identifier needs channel")
             body: dict[str, Any] = {"username": user.name}
-            in_range = MatchCount.day.between(first, last)
             if not channel:
-                rows = session.execute(
-                    select(MatchCount.day, Channel.name, func.sum(MatchCount.count))
-                    .join(Channel, Channel.id == MatchCount.channel_id)
-                    .where(Channel.owner_id == user.id, in_range)
-                    .group_by(MatchCount.day, Channel.name)
-                    .order_by(MatchCount.day, self._bytewise(Channel.name))
-                )
                 body["records"] = [
-                    {"date": day.strftime("%Y%m%d"), "channel": name, "count": int(count)}
-                    for day, name, count in rows
-                    if count
+                    {"date": day.strftime("%Y%m%d"), "channel": name, "count": count}
+                    for day, name, count in match_counts.per_channel(session, user.id, first, last)
                 ]
-                body["searches"] = searches.per_day(session, user.id, first, last, None, self._bytewise)
+                body["searches"] = searches.per_day(session, user.id, first, last, None)
                 return body
             owned = self._owned_channel(session, user, channel)
             body["channel"] = owned.name
-            query = select(MatchCount.day, MatchCount.identifier, MatchCount.count).where(
-                MatchCount.channel_id == owned.id, in_range
-            )
+            ident: str | None = None
             if identifier:
                 ident = check.identifier(identifier)
                 self._target(session, owned, ident)
-                query = query.where(MatchCount.identifier == ident)
             else:
-                body["searches"] = searches.per_day(session, user.id, first, last, owned.name, self._bytewise)
-            rows = session.execute(query.order_by(MatchCount.day, self._bytewise(MatchCount.identifier)))
+                body["searches"] = searches.per_day(session, user.id, first, last, owned.name)
             body["records"] = [
-                {"date": day.strftime("%Y%m%d"), "identifier": ident, "count": count}
-                for day, ident, count in rows
-                if count
+                {"date": day.strftime("%Y%m%d"), "identifier": name, "count": count}
+                for day, name, count in match_counts.per_identifier(session, owned.id, first, last, ident)
             ]
             return body
 
@@ -915,7 +791,7 @@ class Service:
         """A target with its keypoints and the rating self-test per keypoint, for its owner only."""
         with self.db.session() as session:
             owned, target = self._owned_target(session, username, secretkey, channel, identifier)
-            blob = session.scalar(select(TargetFeatures.data).where(TargetFeatures.target_id == target.id))
+            blob = targets.features(session, target.id)
         if blob is None:
             raise TargetNotFound("target was removed")
         try:

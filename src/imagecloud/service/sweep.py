@@ -13,9 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
-from sqlalchemy import select
-
-from imagecloud.storage import BlobStore, Database, Target
+from imagecloud.storage import BlobStore, Database, targets
 from imagecloud.storage.thumbnails import ThumbnailStore
 
 log = logging.getLogger(__name__)
@@ -39,7 +37,7 @@ def collect_orphans(
     listed = list(blobs.keys())
     previews = list(thumbnails.keys())
     with db.session() as session:
-        known = set(session.scalars(select(Target.blob_key)))
+        known = targets.blob_keys(session)
     removed = 0
     for key in listed:
         if key in known:

@@ -1,4 +1,5 @@
-"""One process at a time owns an embedded data directory (SQLite file + local blob folder).
+"""One process at a time owns a data directory (the SQLite file when the database is the embedded one, the
+local blob folder, the stored previews and the saved search index), whatever the database.
 
 A server keeps its search index in memory and, when it starts, deletes blob files that no row points to
 (left by a crash between writing the file and committing the row). Both assume that no other process is
@@ -62,6 +63,10 @@ class DataDirLock:
     @property
     def held(self) -> bool:
         return self._fd is not None
+
+    def covers(self, path: Path) -> bool:
+        """Whether ``path`` lies inside the locked directory, so that no other process writes there."""
+        return self.held and path.resolve().is_relative_to(self.data_dir.resolve())
 
     def acquire(self) -> DataDirLock:
         """Take the lock or raise :class:`DataDirInUse` at once (never waits)."""

@@ -1,5 +1,4 @@
-"""The queries behind search counts (Statistics' ``searches``), the one place SQLite and PostgreSQL differ
-for them (the upsert)."""
+"""The queries behind search counts (Statistics' ``searches``), so the use cases never write SQL for them."""
 
 from __future__ import annotations
 
@@ -7,17 +6,18 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from imagecloud.storage import dialects
 from imagecloud.storage.models import SearchCount
 
 
 def record(session: Session, day: dt.date, user_id: int, channel: str, *, found: bool) -> None:
     """Count one answered search of ``channel`` ("" for all channels) by ``user_id``'s key on ``day``."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     missed = 0 if found else 1
-    statement = insert(SearchCount).values(day=day, user_id=user_id, channel=channel, count=1, nomatch=missed)
+    statement = dialects.insert(session, SearchCount).values(
+        day=day, user_id=user_id, channel=channel, count=1, nomatch=missed
+    )
     statement = statement.on_conflict_do_update(
         index_elements=["day", "user_id", "channel"],
         set_={"count": SearchCount.count + 1, "nomatch": SearchCount.nomatch + missed},
@@ -26,13 +26,13 @@ def record(session: Session, day: dt.date, user_id: int, channel: str, *, found:
 
 
 def per_day(
-    session: Session, user_id: int, first: dt.date, last: dt.date, channel: str | None, order_key: Any
+    session: Session, user_id: int, first: dt.date, last: dt.date, channel: str | None
 ) -> list[dict[str, Any]]:
-    """``searches`` records of Statistics: by date then channel (``order_key`` collates the name)."""
+    """``searches`` records of Statistics: by date then channel in byte order."""
     query = select(SearchCount).where(SearchCount.user_id == user_id, SearchCount.day.between(first, last))
     if channel is not None:
         query = query.where(SearchCount.channel == channel)
-    rows = session.scalars(query.order_by(SearchCount.day, order_key(SearchCount.channel)))
+    rows = session.scalars(query.order_by(SearchCount.day, dialects.bytewise(session, SearchCount.channel)))
     return [
         {
             "date": row.day.strftime("%Y%m%d"),
