@@ -514,6 +514,14 @@ def bench_levels(
         typer.Option(help="Comma-separated capture conditions (default: all of bench synthesize)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the weakenings and the simulated views.")] = 0,
+    rerate: Annotated[
+        bool,
+        typer.Option(
+            "--rerate",
+            help="Keep the targets and search results in --work from an earlier run; only rate again "
+            "(which photos are found does not depend on the rating) and count the photos of --conditions.",
+        ),
+    ] = False,
 ) -> None:
     """Share of simulated photos found per AddImage level, on the images and weakened variants of them."""
     from imagecloud.bench import levels
@@ -548,6 +556,7 @@ def bench_levels(
             max_distractors=max_distractors,
             conditions=chosen,
             seed=seed,
+            rerate=rerate,
             progress=progress,
         )
     except ValueError as error:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ from imagecloud.bench import machine, recognition
 from imagecloud.bench.backends import InProcessBackend
 from imagecloud.bench.dataset import IMAGE_SUFFIXES, identifier_for, load_dataset
 from imagecloud.bench.synthetic import CONDITIONS, Condition, synthesize
+from imagecloud.errors import FeatureInsufficient
+from imagecloud.service.recognizer import Recognizer
 
 # Sources are brought to this long side before they are weakened, so a strength means the same on every
 # image (it is also the long side targets are analysed at).
@@ -204,81 +206,75 @@ def run(
     max_distractors: int | None = None,
     conditions: tuple[Condition, ...] = CONDITIONS,
     seed: int = 0,
+    rerate: bool = False,
     progress: Progress = _no_progress,
 ) -> dict[str, Any]:
     """Grade, photograph, enrol and search round by round; write ``report.json`` and ``report.md`` to ``out``.
 
-    Each round is a fresh service with that round's targets and the same distractors.
+    Each round is a fresh service with that round's targets and the same distractors. Targets AddImage
+    rejects are left out before they are photographed. With ``rerate`` the targets and search results of an
+    earlier run in ``work`` are kept and only the levels are computed again: which photos are found does not
+    depend on the rating, so a changed rating can be checked in minutes; only the photos of ``conditions``
+    (those the earlier run took) are counted.
     """
-    if work.exists():
-        shutil.rmtree(work)
-    targets = grade(images, work / "targets", variants=variants, max_images=max_images, seed=seed)
-    rated: dict[str, dict[str, Any]] = {}
-    missed: dict[str, int] = {}
-    wrong = false_matches = enrolled_distractors = 0
-    date = ""
-    for r in range(variants + 1):
-        folder = work / f"set-{r}"
-
-        def photographed(done: int, total: int, r: int = r) -> None:
-            progress(f"round {r}: photograph", done, total)
-
-        def searched(stage: str, done: int, total: int, r: int = r) -> None:
-            progress(f"round {r}: {stage}", done, total)
-
-        synthesize(
-            work / "targets" / f"round-{r}",
-            folder,
-            backgrounds=backgrounds,
-            distractors=distractors,
-            conditions=conditions,
-            seed=seed,
-            progress=photographed,
-        )
-        backend = InProcessBackend()
+    if not rerate:
+        if work.exists():
+            shutil.rmtree(work)
+        targets = grade(images, work / "targets", variants=variants, max_images=max_images, seed=seed)
+        (work / "targets.json").write_text(json.dumps([asdict(t) for t in targets], indent=1) + "\n")
+    else:
         try:
-            result = recognition.run(
-                load_dataset(folder),
-                backend,
-                work / f"recognition-{r}",
-                max_distractors=max_distractors,
-                distractor_mode="split",
-                failure_pictures=False,
-                progress=searched,
-            )
-        finally:
-            backend.close()
-        date = date or result["date"]
-        rated.update(result["targets"])
+            targets = [GradedTarget(**t) for t in json.loads((work / "targets.json").read_text())]
+        except FileNotFoundError:
+            raise ValueError(f"{work} holds no earlier run to re-rate") from None
+        variants = max(t.round for t in targets)
+    ratings = _rate(work / "targets", targets, progress)
+    searched_rounds: list[dict[str, Any]] = []
+    for r in range(variants + 1):
+        report_path = work / f"recognition-{r}" / "report.json"
+        accepted = [t for t in targets if t.round == r and t.identifier in ratings]
+        if not rerate and accepted:
+            _search(work, r, accepted, backgrounds, distractors, max_distractors, conditions, seed, progress)
+        if report_path.exists():  # a round whose every target was rejected searched nothing
+            searched_rounds.append(json.loads(report_path.read_text()))
+    if not searched_rounds:
+        raise ValueError("every target was rejected: nothing was searched")
+    # Re-rating may count a subset of the conditions the photos were taken under.
+    taken = sorted(searched_rounds[0]["by_condition"].get("condition", {}))
+    counted = [c for c in taken if c in {c.name for c in conditions}] if rerate else taken
+    missed: dict[str, int] = {}
+    for result in searched_rounds:
         for failure in result["failures"]:
-            if failure["expected"] is not None:
+            condition = dict(failure["conditions"]).get("condition")
+            if failure["expected"] is not None and condition in counted:
                 missed[failure["expected"]] = missed.get(failure["expected"], 0) + 1
-        wrong += result["queries"]["wrong"]
-        false_matches += result["distractor_queries"]["false_matches"]
-        enrolled_distractors = result["enrolled"]["distractors"]
-    photos = len(conditions)
+    photos = len(counted)
+    # A target a changed rating accepts but the earlier run did not enrol has no photos to count.
+    searched = {identifier for result in searched_rounds for identifier in result["targets"]}
     rows = [
         {
             "identifier": t.identifier,
             "source": t.source,
             "kind": t.kind,
             "half": t.half,
-            "level": rated[t.identifier]["level"] if t.identifier in rated else None,
-            "matchratio": rated[t.identifier]["matchratio"] if t.identifier in rated else None,
-            "photos": photos,
-            "found": photos - missed.get(t.identifier, 0) if t.identifier in rated else 0,
+            "level": ratings[t.identifier][0] if t.identifier in ratings else None,
+            "matchratio": ratings[t.identifier][1] if t.identifier in ratings else None,
+            "photos": photos if t.identifier in ratings and t.identifier in searched else 0,
+            "found": photos - missed.get(t.identifier, 0)
+            if t.identifier in ratings and t.identifier in searched
+            else 0,
         }
         for t in targets
     ]
     report: dict[str, Any] = {
-        "date": date,
+        "date": searched_rounds[0]["date"],
         "machine": machine.describe(),
         "sources": len({t.source for t in targets}),
         "variants": variants,
-        "conditions": [c.name for c in conditions],
-        "distractors_enrolled": enrolled_distractors,
-        "false_matches": false_matches,
-        "wrong": wrong,
+        "conditions": counted,
+        "distractors_enrolled": searched_rounds[0]["enrolled"]["distractors"],
+        "false_matches": sum(r["distractor_queries"]["false_matches"] for r in searched_rounds),
+        "wrong": sum(r["queries"]["wrong"] for r in searched_rounds),
         "table": {name: level_table(rows, name) for name in ("all", *HALVES)},
         "targets": rows,
     }
@@ -286,6 +282,68 @@ def run(
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(markdown(report))
     return report
+
+
+def _rate(folder: Path, targets: Sequence[GradedTarget], progress: Progress) -> dict[str, tuple[int, float]]:
+    """(level, matchratio) of every target AddImage would accept, as AddImage computes them."""
+    recognizer = Recognizer()
+    ratings: dict[str, tuple[int, float]] = {}
+    for done, t in enumerate(targets, 1):
+        data = (folder / f"round-{t.round}" / f"{t.identifier}.jpg").read_bytes()
+        try:
+            analysis = recognizer.analyse_target(data)
+        except FeatureInsufficient:
+            pass
+        else:
+            ratings[t.identifier] = (analysis.level, analysis.matchratio)
+        progress("rate", done, len(targets))
+    return ratings
+
+
+def _search(
+    work: Path,
+    r: int,
+    accepted: Sequence[GradedTarget],
+    backgrounds: Path | None,
+    distractors: Path | None,
+    max_distractors: int | None,
+    conditions: tuple[Condition, ...],
+    seed: int,
+    progress: Progress,
+) -> None:
+    """Photograph round ``r``'s accepted targets, enrol them beside the distractors and search every photo.
+
+    Rejected targets are left out: AddImage would not store them, so there is nothing to find.
+    """
+    folder = work / f"set-{r}"
+    chosen = work / f"accepted-{r}"
+    chosen.mkdir(parents=True, exist_ok=True)
+    for t in accepted:
+        link = chosen / f"{t.identifier}.jpg"
+        if not link.exists():
+            link.symlink_to((work / "targets" / f"round-{r}" / f"{t.identifier}.jpg").resolve())
+    synthesize(
+        chosen,
+        folder,
+        backgrounds=backgrounds,
+        distractors=distractors,
+        conditions=conditions,
+        seed=seed,
+        progress=lambda done, total: progress(f"round {r}: photograph", done, total),
+    )
+    backend = InProcessBackend()
+    try:
+        recognition.run(
+            load_dataset(folder),
+            backend,
+            work / f"recognition-{r}",
+            max_distractors=max_distractors,
+            distractor_mode="split",
+            failure_pictures=False,
+            progress=lambda stage, done, total: progress(f"round {r}: {stage}", done, total),
+        )
+    finally:
+        backend.close()
 
 
 def level_table(rows: Sequence[dict[str, Any]], half: str = "all") -> list[dict[str, Any]]:
