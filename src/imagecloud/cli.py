@@ -501,6 +501,78 @@ def bench_synthesize(
     typer.echo(f"wrote {written} photos ({names}) to {out}")
 
 
+@bench_app.command("levels")
+def bench_levels(
+    images: Annotated[Path, typer.Argument(help="Folder of target images (weakened variants are added).")],
+    out: Annotated[Path, typer.Option(help="Report folder.")] = Path("bench/results/levels"),
+    work: Annotated[
+        Path, typer.Option(help="Folder for the graded targets and photos (emptied first).")
+    ] = Path("bench-work/levels"),
+    variants: Annotated[int, typer.Option(help="Weakened variants of every image.")] = 3,
+    max_images: Annotated[int | None, typer.Option(help="Use only the first N images.")] = None,
+    backgrounds: Annotated[
+        Path | None, typer.Option(help="Real photos to use behind the print (photo-background condition).")
+    ] = None,
+    distractors: Annotated[
+        Path | None, typer.Option(help="Unrelated photos: half enrolled beside the targets, half queried.")
+    ] = None,
+    max_distractors: Annotated[int | None, typer.Option(help="Use only the first N distractors.")] = None,
+    conditions: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated capture conditions (default: all of bench synthesize)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the weakenings and the simulated views.")] = 0,
+    rerate: Annotated[
+        bool,
+        typer.Option(
+            "--rerate",
+            help="Keep the targets and search results in --work from an earlier run; only rate again "
+            "(which photos are found does not depend on the rating) and count the photos of --conditions.",
+        ),
+    ] = False,
+) -> None:
+    """Share of simulated photos found per AddImage level, on the images and weakened variants of them."""
+    from imagecloud.bench import levels
+    from imagecloud.bench.synthetic import CONDITIONS
+
+    chosen = CONDITIONS
+    if conditions:
+        by_name = {c.name: c for c in CONDITIONS}
+        unknown = [name for name in conditions.split(",") if name not in by_name]
+        if unknown:
+            raise typer.BadParameter(f"unknown condition {', '.join(unknown)}; known: {', '.join(by_name)}")
+        chosen = tuple(by_name[name] for name in conditions.split(","))
+    if not images.is_dir():
+        raise typer.BadParameter(f"{images} is not a folder")
+    last = [0.0]
+
+    def progress(stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] > 5:
+            last[0] = now
+            typer.echo(f"{stage}: {done}/{total}", err=True)
+
+    try:
+        report = levels.run(
+            images,
+            work,
+            out,
+            variants=variants,
+            max_images=max_images,
+            backgrounds=backgrounds,
+            distractors=distractors,
+            max_distractors=max_distractors,
+            conditions=chosen,
+            seed=seed,
+            rerate=rerate,
+            progress=progress,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    typer.echo(levels.markdown(report))
+    typer.echo(f"report written to {out}/report.md")
+
+
 @bench_app.command("scale")
 def bench_scale(
     dataset: Annotated[

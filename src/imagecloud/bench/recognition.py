@@ -56,6 +56,7 @@ def run(
     max_distractors: int | None = None,
     distractor_mode: str = "self",
     negatives: Sequence[NegativeSet] = (),
+    failure_pictures: bool = True,
     progress: Progress = _no_progress,
 ) -> dict[str, Any]:
     """Enrol, query, measure, write ``report.json`` + ``report.md`` (+ failure pictures) into ``out_dir``.
@@ -66,6 +67,9 @@ def run(
 
     Each of ``negatives`` is enrolled (its ``enrol`` photos) beside the targets and distractors, and its
     query photos must all come back without an identifier; false matches are reported per set.
+
+    ``failure_pictures`` False skips drawing the failures (each re-runs the matching), for sets of weak
+    targets that are expected to fail often.
     """
     distractors = dataset.distractors if max_distractors is None else dataset.distractors[:max_distractors]
     if distractor_mode == "split":
@@ -81,7 +85,8 @@ def run(
     paths_by_id = dict(enrol_items)
     enrolled_ids = set(paths_by_id)
 
-    enrol, target_levels = _enrol(backend, enrol_items, workers, progress)
+    enrol, ratings = _enrol(backend, enrol_items, workers, progress)
+    target_levels = {identifier: rating["level"] for identifier, rating in ratings.items()}
 
     outcomes: list[Outcome] = []
     answers: dict[str, Call] = {}
@@ -117,7 +122,7 @@ def run(
     failures = [o for o in real if not o.correct] + [o for o in fake if o.wrong]
     failure_dir = out_dir / "failures"
     query_paths = {name: path for path, name, *_ in photos}
-    for outcome in failures:
+    for outcome in failures if failure_pictures else []:
         call = answers[outcome.query]
         _failure_picture(query_paths[outcome.query], paths_by_id, outcome, call, failure_dir)
     groups = [DISTRACTORS] + [negative.name for negative in negatives]
@@ -149,6 +154,10 @@ def run(
         },
         "threshold_curve": threshold_curve(outcomes, THRESHOLDS),
         "by_condition": by_condition(real),
+        # What AddImage said of each target of the data set (not of distractors): level and matchratio.
+        "targets": {
+            identifier: ratings[identifier] for identifier in dataset.targets if identifier in ratings
+        },
         "find_latency": latency_summary([o.seconds for o in outcomes]),
         "find_latency_real_queries": latency_summary([o.seconds for o in real]),
         "find_latency_distractor_queries": latency_summary([o.seconds for o in fake]),
@@ -176,8 +185,8 @@ def _conditions(given: dict[str, str], levels: dict[str, int], target: str) -> t
 
 def _enrol(
     backend: Backend, items: list[tuple[str, Path]], workers: int, progress: Progress
-) -> tuple[dict[str, Any], dict[str, int]]:
-    """Enrolment figures, and the level of every identifier that was accepted."""
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Enrolment figures, and the level and matchratio of every identifier that was accepted."""
     done = 0
     calls: list[Call] = []
 
@@ -186,12 +195,15 @@ def _enrol(
         return backend.add(identifier, path.read_bytes())
 
     started = time.perf_counter()
-    by_identifier: dict[str, int] = {}
+    by_identifier: dict[str, dict[str, Any]] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for (identifier, _), call in zip(items, pool.map(add, items), strict=True):
             calls.append(call)
             if call.returncode == 0:
-                by_identifier[identifier] = int(call.body["level"])
+                by_identifier[identifier] = {
+                    "level": int(call.body["level"]),
+                    "matchratio": float(call.body["matchratio"]),
+                }
             done += 1
             progress("enrol", done, len(items))
     wall = time.perf_counter() - started
