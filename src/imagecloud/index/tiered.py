@@ -7,8 +7,11 @@ bench/results/scale/); its exact-index memory is freed. The first time a scope g
 trained in the background on the targets enrolled so far; from then on the word index holds every target,
 so the next scope to grow moves at once.
 
-:class:`TieredIndex` is an :class:`imagecloud.index.base.Index` itself; a search that treats the two
-indexes differently asks :meth:`TieredIndex.parts` which index serves which of its scopes.
+:class:`TieredIndex` adds, removes and searches like an :class:`imagecloud.index.base.Index`; a search that
+treats the two indexes differently asks :meth:`TieredIndex.parts` which index serves which of its scopes.
+Its start-up takes two steps instead of ``restore``: :meth:`TieredIndex.open` reopens the word index, which
+needs only the targets its saved postings miss (:meth:`TieredIndex.load_words`), then :meth:`TieredIndex.load`
+gives the exact index every target of the scopes it serves.
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ class TieredIndex:
         self.words.drop_scope(scope)
 
     def load(self, items: Iterable[tuple[int, int, bytes]]) -> None:
-        """Bulk insert into the exact index at start-up (word-served scopes: see :meth:`restore`)."""
+        """Bulk insert into the exact index at start-up (word-served scopes: see :meth:`open`)."""
         scopes: set[int] = set()
 
         def noting(rows: Iterable[tuple[int, int, bytes]]) -> Iterator[tuple[int, int, bytes]]:
@@ -127,7 +130,7 @@ class TieredIndex:
         self.exact.save()
         self.words.save()
 
-    def restore(self, live: np.ndarray, sizes: Mapping[int, int] | None = None) -> np.ndarray:
+    def open(self, live: np.ndarray, sizes: Mapping[int, int]) -> np.ndarray:
         """Start-up: open the saved word index, if any, and reconcile it with ``live``.
 
         ``sizes`` are the targets per scope in the database: scopes at or above the threshold are served by
@@ -137,7 +140,7 @@ class TieredIndex:
         missing = self.words.restore(live)
         if not self.words.trained:  # no vocabulary saved: every scope stays with the exact index
             return missing
-        big = {sc: n for sc, n in (sizes or {}).items() if n >= self.settings.words_min_targets}
+        big = {sc: n for sc, n in sizes.items() if n >= self.settings.words_min_targets}
         with self._lock:
             self._word_scopes = set(big)
             self._word_sizes.update(big)

@@ -114,7 +114,7 @@ class Recognizer:
         """
         if not self.indexing:
             return []
-        return [int(t) for t in self.index.restore(live, counts)]
+        return [int(t) for t in self.index.open(live, counts)]
 
     def add_words(self, items: Iterable[tuple[int, int, bytes]]) -> None:
         """Bulk insert ``(scope, target_id, features)`` into the word index only."""
