@@ -83,13 +83,14 @@ class TestSecondPass:
         view = imagegen.photo(imagegen.poster(100 + target), target - 1, scale=0.2, out_size=(1024, 768))
         q = recognizer.analyse_query(imagegen.encode(view.image, "jpeg", 88))
         with_second = recognizer.search(q, [1])
-        settings = recognizer.settings
-        recognizer.settings = dataclasses.replace(settings, second_pass="off")
+        searcher = recognizer.searcher
+        settings = searcher.settings
+        searcher.settings = dataclasses.replace(settings, second_pass="off")
         assert recognizer.search(q, [1]) == []
         # "evidence": the first pass saw no target fit at all, so the photo is not looked at again.
-        recognizer.settings = dataclasses.replace(settings, second_pass="evidence")
+        searcher.settings = dataclasses.replace(settings, second_pass="evidence")
         assert recognizer.search(q, [1]) == []
-        recognizer.settings = settings
+        searcher.settings = settings
         assert [m.target_id for m in with_second] == [target]
         assert _corner_error(with_second[0], view.homography) < 12.0
 

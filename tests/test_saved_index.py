@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 
 from imagecloud.index.binary import IndexSettings
-from imagecloud.service.recognizer import Recognizer, RecognizerSettings
+from imagecloud.index.tiered import TierSettings
+from imagecloud.recognition.settings import RecognizerSettings
+from imagecloud.service.recognizer import Recognizer
 from tests import imagegen
 
 N_TARGETS = 12
 # Small enough that a dozen targets (~1,000 descriptors each) are held in an IVF segment, which is saved.
-SETTINGS = RecognizerSettings(index=IndexSettings(ivf_min_rows=2_000))
+SETTINGS = RecognizerSettings(index=TierSettings(exact=IndexSettings(ivf_min_rows=2_000)))
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,8 @@ def test_a_damaged_save_costs_a_rebuild_not_an_answer(tmp_path: Path, blobs: dic
 def test_segments_sealed_while_serving_are_saved(tmp_path: Path, blobs: dict[int, bytes]) -> None:
     """Targets added after start-up are sealed into a segment of their own, which is written when sealed."""
     r = Recognizer(
-        RecognizerSettings(index=IndexSettings(ivf_min_rows=2_000, flat_max_rows=2_000)), index_dir=tmp_path
+        RecognizerSettings(index=TierSettings(exact=IndexSettings(ivf_min_rows=2_000, flat_max_rows=2_000))),
+        index_dir=tmp_path,
     )
     r.load((1, t, blobs[t]) for t in range(4))
     r.wait_saved()

@@ -2,13 +2,16 @@
 
 Values come from (highest first) CLI flags, environment variables ``IMAGECLOUD_*``, an optional TOML file
 (``IMAGECLOUD_CONFIG`` or ``--config``), then the defaults below, which are the contract's defaults.
+Recognition tuning values have their defaults in :class:`imagecloud.recognition.settings.RecognizerSettings`;
+here are only the overrides (the ``recognition`` table, and a few older names for the most used ones).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -18,13 +21,16 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from imagecloud.recognition.search import SecondPass as SecondPass
+from imagecloud.recognition.settings import RecognizerSettings, with_overrides
+
 MiB = 1024 * 1024
-# When FindImage looks at a photo again at 1,400 px (see the setting below).
-SecondPass = Literal["always", "evidence", "off"]
+_RECOGNITION = RecognizerSettings()  # the defaults of the recognition values named here
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="IMAGECLOUD_", extra="ignore")
+    # The double underscore reaches into the ``recognition`` table: IMAGECLOUD_RECOGNITION__SEARCH__SHORTLIST.
+    model_config = SettingsConfigDict(env_prefix="IMAGECLOUD_", extra="ignore", env_nested_delimiter="__")
 
     data_dir: Path = Path("imagecloud-data")
     # SQLAlchemy URL; empty means the embedded SQLite file inside data_dir.
@@ -37,7 +43,7 @@ class Settings(BaseSettings):
 
     max_add_bytes: int = 5 * MiB
     max_find_bytes: int = 10 * MiB  # a 12 MP phone photo as taken (3-8 MB)
-    max_pixels: int = 40_000_000
+    max_pixels: int = _RECOGNITION.analysis.max_pixels  # for every image the server decodes
     max_metadata_bytes: int = 64 * 1024
     # Hard cap on a whole request body, enforced while streaming: beyond it the transport answers HTTP 413
     # instead of buffering. It sits above the per-endpoint limits so those still get their result code.
@@ -57,16 +63,21 @@ class Settings(BaseSettings):
     # costs several times a normal search on photos of nothing enrolled). "always"; "evidence": only when
     # some target fitted the photo geometrically without being accepted (cheap on empty scenes, but small
     # prints are mostly missed: bench/results/); "off". true/false are accepted for always/off.
-    second_pass: SecondPass = "always"
+    second_pass: SecondPass = _RECOGNITION.search.second_pass
     # FindImage answers a target only when its score reaches this (0..1; 0.5 = coverage and re-finding both
     # at their minimum, see docs/RECOGNITION.md). Higher trades recall for even fewer wrong answers; the
     # recognition benchmark reports what each threshold keeps.
-    min_score: float = Field(default=0.5, ge=0.0, le=1.0)
+    min_score: float = Field(default=_RECOGNITION.search.acceptance.min_score, ge=0.0, le=1.0)
     # Channels with at least this many targets are searched through the visual-word index (~1.8 KB of RAM
     # per target instead of ~175 KB) at a measured cost in recall (bench/results/scale/): past this size the
     # exact index no longer fits in RAM comfortably. The vocabulary is trained on the enrolled targets the
     # first time a channel gets there.
-    words_min_targets: int = 100_000
+    words_min_targets: int = _RECOGNITION.index.words_min_targets
+    # Any other recognition tuning value, by its path in RecognizerSettings (recognition/settings.py): a TOML
+    # table such as [recognition.search] with shortlist = 12, or IMAGECLOUD_RECOGNITION__SEARCH__SHORTLIST=12.
+    # Unknown names and values of the wrong kind are refused at start. second_pass, min_score and
+    # words_min_targets above win over their paths here when both are given; max_pixels always holds.
+    recognition: dict[str, Any] = Field(default_factory=dict)
     # Requests allowed to wait for a vision worker; beyond running + waiting, 20015 with Retry-After at once.
     # Small on purpose: on 2 cores a FindImage on a 10k-target channel takes ~0.2-0.4 s, so 8 waiting means
     # at most a second or two of queueing; 32 let 32 clients queue for 6-8 s instead of hearing "busy".
@@ -119,6 +130,28 @@ class Settings(BaseSettings):
         if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no"):
             return "always" if value.lower() in ("true", "1", "yes", "on") else "off"
         return value
+
+    @field_validator("recognition")
+    @classmethod
+    def _known_recognition_values(cls, value: dict[str, Any]) -> dict[str, Any]:
+        with_overrides(_RECOGNITION, value)  # refuses unknown names and bad values now, not at first use
+        return value
+
+    def recognizer_settings(self) -> RecognizerSettings:
+        """The recognition settings: the defaults, the ``recognition`` overrides, then the older names."""
+        settings = with_overrides(RecognizerSettings(), self.recognition)
+        given = self.model_fields_set
+        search = settings.search
+        if "second_pass" in given:
+            search = replace(search, second_pass=self.second_pass)
+        if "min_score" in given:
+            search = replace(search, acceptance=replace(search.acceptance, min_score=self.min_score))
+        index = settings.index
+        if "words_min_targets" in given:
+            index = replace(index, words_min_targets=self.words_min_targets)
+        # The server's pixel cap holds for every image it decodes, recognition's included.
+        analysis = replace(settings.analysis, max_pixels=self.max_pixels)
+        return replace(settings, analysis=analysis, search=search, index=index)
 
     @property
     def resolved_database_url(self) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 from imagecloud.config import Settings
 from imagecloud.errors import ImageCloudError, WrongCredentials
 from imagecloud.service import Service
-from imagecloud.service.recognizer import Recognizer
+from imagecloud.vision.analysis import Analyser
 from imagecloud.vision.simulate import ViewParams, simulate_view
 from imagecloud.vision.thumbnail import stored_previews
 
@@ -146,7 +146,7 @@ def _enrol_samples(service: Service, folder: Path) -> list[str]:
     if marker.exists():
         return []
     channel, present = service.import_channel(CHANNEL)
-    analyser = Recognizer(service.recognizer.settings)
+    analyser = Analyser(service.recognizer.settings.analysis)
     added = []
     for identifier, title, seed in SAMPLES:
         data = _encode(poster(seed, title))

@@ -64,11 +64,13 @@ from imagecloud.errors import (
     QuotaExceeded,
     SystemBusy,
 )
+from imagecloud.recognition.settings import RecognizerSettings
 from imagecloud.service import Service, build_service
 from imagecloud.service import validation as check
-from imagecloud.service.recognizer import QueryAnalysis, Recognizer, RecognizerSettings, TargetAnalysis
+from imagecloud.service.recognizer import Recognizer
 from imagecloud.storage import Channel
 from imagecloud.storage.lock import DataDirInUse, DataDirLock
+from imagecloud.vision.analysis import Analyser, QueryAnalysis, TargetAnalysis
 from imagecloud.vision.thumbnail import stored_previews
 
 ADDED = "added"
@@ -215,21 +217,6 @@ def _rejected(file: str, identifier: str, error: ImageCloudError) -> Outcome:
 # ---------------------------------------------------------------------------------------------- in-process
 
 
-class _StoreOnlyRecognizer(Recognizer):
-    """The service's recognizer settings without its in-memory index.
-
-    The import process stores targets and never searches; keeping an index here would only cost memory
-    and, past a few thousand targets, background index builds. A server indexes every stored target when
-    it starts (and brings any index it saved up to date with the rows).
-    """
-
-    def add(self, scope: int, target_id: int, features_blob: bytes) -> None:
-        return None
-
-    def remove(self, scope: int, target_id: int) -> None:
-        return None
-
-
 def open_service(settings: Settings, lock: DataDirLock | None = None) -> Service:
     """The operator's service for an import: refuses while another process has the database open.
 
@@ -252,7 +239,10 @@ def open_service(settings: Settings, lock: DataDirLock | None = None) -> Service
     service = build_service(settings)
     service.data_lock = lock
     service.db.migrate()
-    service.recognizer = _StoreOnlyRecognizer(service.recognizer.settings)
+    # The import process stores targets and never searches; keeping an index here would only cost memory
+    # and, past a few thousand targets, background index builds. A server indexes every stored target when
+    # it starts (and brings any index it saved up to date with the rows).
+    service.recognizer = Recognizer(service.recognizer.settings, indexing=False)
     return service
 
 
@@ -315,33 +305,33 @@ class _Failed:
     detail: str
 
 
-_worker_recognizer: Recognizer | None = None
+_worker_analyser: Analyser | None = None
 
 
 def _start_worker(settings: RecognizerSettings) -> None:
-    global _worker_recognizer
+    global _worker_analyser
     # Ctrl-C reaches the whole process group; the main process alone decides what stops and when.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker_recognizer = Recognizer(settings)
+    _worker_analyser = Analyser(settings.analysis)
 
 
 def _analyse(path: str, max_bytes: int) -> _Analysed | _Failed:
-    assert _worker_recognizer is not None
+    assert _worker_analyser is not None
     started = time.thread_time()
     try:
         data = Path(path).read_bytes()
         if len(data) > max_bytes:
             raise FileTooLarge(f"{len(data)} bytes, more than {max_bytes}")
-        analysis = _worker_recognizer.analyse_target(data)
+        analysis = _worker_analyser.analyse_target(data)
         # Made here, beside the analysis, so that this process only writes them.
-        previews = stored_previews(data, max_pixels=_worker_recognizer.settings.max_pixels)
+        previews = stored_previews(data, max_pixels=_worker_analyser.settings.max_pixels)
     except ImageCloudError as error:
         return _Failed(error.returncode, error.message, error.detail or "")
     except OSError as error:
         return _Failed(ImageCloudError.returncode, ImageCloudError.message, f"cannot read: {error}")
     try:
         # Analysed here, in parallel, so the storing process only searches. The bytes travel once.
-        query: QueryAnalysis | None = replace(_worker_recognizer.analyse_query(data), data=b"")
+        query: QueryAnalysis | None = replace(_worker_analyser.analyse_query(data), data=b"")
     except ImageCloudError:
         query = None
     return _Analysed(data, analysis, previews, time.thread_time() - started, query)

@@ -16,7 +16,7 @@ def _view(
     x0, y0, x1, y1 = box
     corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
     assessment = Assessment(score if accepted else 0.2, accepted, 0.5, 0.3, 40, 500)
-    return View(key=(1, target), entry=target, corners=corners, assessment=assessment)
+    return View(key=(1, target), corners=corners, assessment=assessment)
 
 
 def _answer(*views: View) -> list[int]:

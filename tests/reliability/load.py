@@ -62,7 +62,7 @@ def _seed(
     image = decode_image(
         data,
         max_pixels=service.settings.max_pixels,
-        working_size=service.recognizer.settings.target_working_size,
+        working_size=service.recognizer.settings.analysis.target_working_size,
     )
     features = extractor.extract(image.gray, image.scale, image.width, image.height)
     insert_target(service, channel_id, identifier, data, features.to_bytes(), (image.width, image.height))
@@ -121,7 +121,7 @@ def enrol(data_dir: Path, targets: int, workers: int = 2, *, rated: bool = True)
     have -= set(leftovers)
     done = 0
     lock = threading.Lock()
-    extractor = FeatureExtractor(service.recognizer.settings.features)
+    extractor = FeatureExtractor(service.recognizer.settings.analysis.features)
     with service.db.session() as session:
         channel_id = session.scalars(select(Channel.id).where(Channel.name == CHANNEL)).one()
 

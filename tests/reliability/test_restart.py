@@ -50,7 +50,7 @@ def _insert(service: Service, channel: str, identifier: str, data: bytes, featur
 
 def _seed(server: ServerProcess, account: Account) -> None:
     service = server.operator
-    extractor = FeatureExtractor(service.recognizer.settings.features)
+    extractor = FeatureExtractor(service.recognizer.settings.analysis.features)
     real = {}
     for n in range(REAL):
         image = decode_image(_poster(n), max_pixels=40_000_000, working_size=640)

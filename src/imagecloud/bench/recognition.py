@@ -286,7 +286,7 @@ def _inlier_pairs(photo: bytes, target: bytes) -> list[tuple[np.ndarray, np.ndar
         stored = Features.from_bytes(recognizer.analyse_target(target).features_blob)
     except ImageCloudError:
         return []
-    geometry = verify(query.features, stored, recognizer.settings.verify)
+    geometry = verify(query.features, stored, recognizer.settings.search.verify)
     if geometry is None:
         return []
     return list(

@@ -36,8 +36,10 @@ import cv2
 import numpy as np
 
 from imagecloud.bench import machine
+from imagecloud.index.tiered import TierSettings
 from imagecloud.index.words import Vocabulary, WordIndex, WordSettings
-from imagecloud.service.recognizer import Recognizer, RecognizerSettings
+from imagecloud.recognition.settings import RecognizerSettings
+from imagecloud.service.recognizer import Recognizer
 from imagecloud.vision.decode import decode_image
 from imagecloud.vision.features import FeatureExtractor, Features
 
@@ -71,9 +73,13 @@ def _analyse(job: tuple[int, str]) -> bytes:
     i, path = job
     cv2.setNumThreads(1)
     settings = RecognizerSettings()
-    img = decode_image(Path(path).read_bytes(), max_pixels=settings.max_pixels, working_size=640)
+    img = decode_image(Path(path).read_bytes(), max_pixels=settings.analysis.max_pixels, working_size=640)
     gray = _augment(img.gray, np.random.default_rng(i))
-    return FeatureExtractor(settings.features).extract(gray, 1.0, gray.shape[1], gray.shape[0]).to_bytes()
+    return (
+        FeatureExtractor(settings.analysis.features)
+        .extract(gray, 1.0, gray.shape[1], gray.shape[0])
+        .to_bytes()
+    )
 
 
 class Pool:
@@ -218,7 +224,7 @@ def measure(dataset: Path, work: Path, size: int, exact: bool, mixed_seconds: fl
             out[t] = planted[t] if t in planted else pool.blob((t - DISTRACTOR_BASE) % n_real)
         return out
 
-    settings = RecognizerSettings(words_min_targets=1 if not exact else 10**9)
+    settings = RecognizerSettings(index=TierSettings(words_min_targets=1 if not exact else 10**9))
     rss0 = _rss_bytes()
     started = time.perf_counter()
     recognizer = Recognizer(settings, feature_source=source, index_dir=work / f"index-{size}")
@@ -374,7 +380,7 @@ def prepare(dataset: Path, work: Path, sizes: Sequence[int], real: int, workers:
     if not vocab_path.exists():
         print("training the vocabulary", flush=True)
         rng = np.random.default_rng(0)
-        per = max(1, RecognizerSettings().vocabulary_sample // n_real)
+        per = max(1, TierSettings().vocabulary_sample // n_real)
         sample = []
         for i in range(n_real):
             d = Features.from_bytes(pool.blob(i)).descriptors
@@ -423,7 +429,7 @@ def run(
     # The exact index at ``baseline`` targets is the recall baseline. Sizes below the service's
     # words_min_targets are measured on both indexes: the exact one is what the service uses there, the word
     # index shows how its ranking holds up as the channel grows.
-    switch = RecognizerSettings().words_min_targets
+    switch = TierSettings().words_min_targets
     # (Exact runs need that many real distractors: variants exist as words only.)
     exact_sizes = [baseline, *(s for s in sizes if s < switch and s != baseline and s <= real)]
     runs = [(s, True) for s in exact_sizes if exact] + [(s, False) for s in sizes]

@@ -1,9 +1,27 @@
 """Search structures answering 'which stored targets share descriptors with this photo'.
 
-The recognizer only uses ``add``/``remove``/``drop_scope``/``load``/``shortlist``, so a different
-structure (e.g. a vocabulary tree for millions of targets) can replace ``BinaryVotingIndex``.
+One interface, :class:`Index` (``base``), keyed by target id, with one implementation per representation:
+:class:`ExactIndex` (``exact``: every descriptor, voted on by ``binary``'s FAISS segments, saved by
+``sealed``) and :class:`VisualWordIndex` (``visualwords``: visual words, posted in ``words``).
+:class:`TieredIndex` (``tiered``) routes each scope to one of them by its size.
 """
 
-from imagecloud.index.binary import Ballot, BinaryVotingIndex, Candidate, IndexSettings
+from imagecloud.index.base import Candidate, Index, VotingIndex
+from imagecloud.index.binary import Ballot, IndexSettings
+from imagecloud.index.exact import ExactIndex
+from imagecloud.index.tiered import TieredIndex, TierSettings
+from imagecloud.index.visualwords import VisualWordIndex
+from imagecloud.index.words import WordSettings
 
-__all__ = ["Ballot", "BinaryVotingIndex", "Candidate", "IndexSettings"]
+__all__ = [
+    "Ballot",
+    "Candidate",
+    "ExactIndex",
+    "Index",
+    "IndexSettings",
+    "TierSettings",
+    "TieredIndex",
+    "VisualWordIndex",
+    "VotingIndex",
+    "WordSettings",
+]

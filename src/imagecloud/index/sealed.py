@@ -7,8 +7,8 @@ up the current index and is replaced atomically after they are on disk (written 
 manifest no longer names are deleted after it is replaced.
 
 The database stays the source of truth. Each saved segment carries, per entry, the target id and a
-fingerprint of the stored features (CRC-32 and length of the blob) it was built from; at start the
-recognizer keeps a saved entry only if the database still holds that target with features of the same
+fingerprint of the stored features (CRC-32 and length of the blob) it was built from; at start the exact
+index keeps a saved entry only if the database still holds that target with features of the same
 fingerprint, marks the others removed, and indexes whatever the saved segments lack. A missing, stale or
 unreadable save therefore costs a rebuild of what it does not cover, never a wrong answer.
 """

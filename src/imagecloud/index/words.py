@@ -330,6 +330,11 @@ class WordIndex:
         with self._write, self._swap:
             self._dead = self._dead | {target}
 
+    def removed(self, target: int) -> bool:
+        """Whether ``target`` was removed (and not added again) since the last merge that forgot it."""
+        with self._swap:
+            return target in self._dead
+
     def drop_scope(self, scope: int) -> None:
         with self._write:
             with self._swap:

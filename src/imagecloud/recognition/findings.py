@@ -1,6 +1,6 @@
 """What one search found: accepted matches, the plausible views that compete with them, and the answer.
 
-A search verifies candidates one by one (from the exact index, the word index, then the second pass) and
+A search verifies candidates one by one (from each index serving its scopes, then the second pass) and
 reports each plausible view here. The answer is decided once, at the end:
 
 * a match is returned only if no *other* target made a plausible view over the same place in the photo
@@ -25,7 +25,6 @@ class View:
     """A plausible view of one target in the photo, accepted or not."""
 
     key: tuple[int, int]  # (scope, target id)
-    entry: int  # the index entry it came from (negative for the word index)
     corners: np.ndarray  # (4, 2) photo pixels
     assessment: Assessment
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from imagecloud.config import Settings
-from imagecloud.recognition.acceptance import AcceptanceSettings
-from imagecloud.service.recognizer import Recognizer, RecognizerSettings
+from imagecloud.service.recognizer import Recognizer
 from imagecloud.service.service import ChannelInfo, Service, Upload
 from imagecloud.storage import Database, LocalBlobStore
 from imagecloud.storage.thumbnails import ThumbnailStore
@@ -17,15 +16,7 @@ def build_service(settings: Settings) -> Service:
         settings=settings,
         db=Database(settings.resolved_database_url),
         blobs=LocalBlobStore(settings.resolved_blob_dir),
-        recognizer=Recognizer(
-            RecognizerSettings(
-                max_pixels=settings.max_pixels,
-                second_pass=settings.second_pass,
-                acceptance=AcceptanceSettings(min_score=settings.min_score),
-                words_min_targets=settings.words_min_targets,
-            ),
-            index_dir=settings.data_dir / "index",
-        ),
+        recognizer=Recognizer(settings.recognizer_settings(), index_dir=settings.data_dir / "index"),
         previews=ThumbnailStore(settings.data_dir / "thumbnails"),
     )
 
