@@ -20,9 +20,9 @@ print itself differs in two ways that do not depend on the subject:
   print is detected again where it was, to about a pixel; where another individual's pattern only resembles
   the target's, the re-found points spread over the whole 3-pixel disk. Spread evenly, 1/9 of them (the
   area ratio of the two disks) would fall inside 1 pixel; ``min_precision`` is twice that. Measured on the
-  development sets, photos of the print gave at least 0.30 (real and simulated photos alike, 1st
-  percentile) and views of other individuals of one species a median of 0.21. Like the other two, it is a
-  share, so it does not depend on how much of the print is seen.
+  development sets, photos of the print had a 1st percentile of 0.31 (real and simulated photos alike),
+  views of other individuals of one species a median of 0.21. Like the other two, it is a share, so it
+  does not depend on how much of the print is seen.
 
 Coverage and re-finding are shares of what the photo could show, so a print far away, steeply tilted or
 half occluded is judged on the part that is visible at a resolvable scale, not penalised for the rest.
