@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from imagecloud.config import Settings
+from imagecloud.config import load_settings
 from imagecloud.service import Service, build_service
 
 
@@ -38,12 +38,22 @@ class Account:
 class ServerProcess:
     """``imagecloud serve`` in a child process, with a data directory the test owns."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        log_level: str = "warning",
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        """``settings`` (field → value) reach the server as ``IMAGECLOUD_*`` variables and the operator
+        handle as they are, so both open the same database and blob store."""
         self.data_dir = data_dir
         self.log_level = log_level
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **(env or {})}
+        self.settings = settings or {}
+        variables = {f"IMAGECLOUD_{name.upper()}": value for name, value in self.settings.items()}
+        self.env = {**os.environ, **variables, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"server-{self.port}.log"
         self._operator: Service | None = None
@@ -97,9 +107,9 @@ class ServerProcess:
 
     @property
     def operator(self) -> Service:
-        """The same database and blob folder, opened in this process: what the operator CLI does."""
+        """The same database and blob store, opened in this process: what the operator CLI does."""
         if self._operator is None:
-            self._operator = build_service(Settings(data_dir=self.data_dir))
+            self._operator = build_service(load_settings(None, data_dir=self.data_dir, **self.settings))
             self._operator.db.migrate()
         return self._operator
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from imagecloud.storage import Channel, Target
 from imagecloud.storage.blobs import new_blob_key
+from imagecloud.storage.s3blobs import S3BlobStore
+from tests.s3 import object_names
 from tests.server import Account, ServerProcess
 
 
@@ -41,10 +44,25 @@ def find_in(server: ServerProcess, account: Account, photo: bytes, **fields: Any
     return find(server, account, photo, channel=account.channel, **fields)
 
 
+# Runs a test class or function once with the shared local-folder server and once with the one keeping
+# originals in S3 (the ``server`` fixture's parameter).
+both_blob_stores = pytest.mark.parametrize("server", ["local", "s3"], indirect=True)
+
+
 def blob_files(server: ServerProcess) -> set[str]:
-    """Every file under the blob folder, as paths relative to it."""
+    """Everything in the server's blob store, temporaries and strangers too: paths under the blob folder,
+    or object names under the S3 prefix."""
+    if server.settings.get("blobs"):
+        store = server.operator.blobs
+        assert isinstance(store, S3BlobStore)
+        return object_names(store)
     root = server.data_dir / "blobs"
     return {str(path.relative_to(root)) for path in Path(root).rglob("*") if path.is_file()}
+
+
+def stored_blob(server: ServerProcess, name: str) -> bytes:
+    """The original named ``name`` in :func:`blob_files`."""
+    return server.operator.blobs.get(Path(name).name)
 
 
 def stored_identifiers(server: ServerProcess, channel: str) -> list[str]:

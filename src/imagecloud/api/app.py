@@ -121,8 +121,15 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/readyz")
     async def readyz() -> Response:
         database = await anyio.to_thread.run_sync(service.database_ok)
-        ready = service.ready and database
-        body = {"status": "ready" if ready else "not ready", "index": service.ready, "database": database}
+        # A server whose blob store is unreachable would answer AddImage and /files with errors.
+        blobs = await anyio.to_thread.run_sync(service.blobs.reachable)
+        ready = service.ready and database and blobs
+        body = {
+            "status": "ready" if ready else "not ready",
+            "index": service.ready,
+            "database": database,
+            "blobs": blobs,
+        }
         return JSONResponse(body, status_code=200 if ready else 503)
 
     app.add_middleware(
