@@ -55,9 +55,14 @@ def other_account(server: ServerProcess) -> Account:
 
 
 @pytest.fixture
-def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A server of the test's own, for tests that restart or kill it."""
-    process = ServerProcess(tmp_path / "data")
+def fresh_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server of the test's own, for tests that restart or kill it (originals in S3 with the indirect
+    parameter "s3")."""
+    settings = None
+    if getattr(request, "param", "local") == "s3":
+        s3: S3Server = request.getfixturevalue("s3_server")
+        settings = s3.settings()
+    process = ServerProcess(tmp_path / "data", settings=settings)
     process.start()
     yield process
     process.stop()

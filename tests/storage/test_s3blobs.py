@@ -103,7 +103,7 @@ def test_reachable_only_with_the_bucket_and_the_right_keys(s3_server: S3Server) 
         BucketAddress.parse(s3_server.address()),
     )
     assert not wrong_secret.reachable()
-    with pytest.raises(Exception, match="SignatureDoesNotMatch|AccessDenied|InvalidAccessKeyId"):
+    with pytest.raises(Exception, match=r"SignatureDoesNotMatch|AccessDenied|InvalidAccessKeyId"):
         wrong_secret.put(new_blob_key(), b"refused")
 
 
