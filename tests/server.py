@@ -25,6 +25,11 @@ def free_port() -> int:
         return port
 
 
+def settings_env(settings: dict[str, str]) -> dict[str, str]:
+    """The ``IMAGECLOUD_*`` variables of imagecloud settings (field → value)."""
+    return {f"IMAGECLOUD_{name.upper()}": value for name, value in settings.items()}
+
+
 @dataclass
 class Account:
     username: str
@@ -44,16 +49,18 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         log_level: str = "warning",
         settings: dict[str, str] | None = None,
+        args: list[str] | None = None,
     ) -> None:
         """``settings`` (field → value) reach the server as ``IMAGECLOUD_*`` variables and the operator
-        handle as they are, so both open the same database and blob store."""
+        handle as they are, so both open the same database and blob store; ``args`` are more options of
+        ``imagecloud serve``."""
         self.data_dir = data_dir
+        self.args = args or []
         self.log_level = log_level
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.settings = settings or {}
-        variables = {f"IMAGECLOUD_{name.upper()}": value for name, value in self.settings.items()}
-        self.env = {**os.environ, **variables, **(env or {})}
+        self.env = {**os.environ, **settings_env(self.settings), **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"server-{self.port}.log"
         self._operator: Service | None = None
@@ -73,6 +80,7 @@ class ServerProcess:
                 str(self.port),
                 "--log-level",
                 self.log_level,
+                *self.args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

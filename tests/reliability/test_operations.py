@@ -13,6 +13,7 @@ import pytest
 
 from tests.api.helpers import add_ok, jpeg, stored_identifiers
 from tests.reliability.helpers import connect, encoded, metric, read_response
+from tests.s3 import S3Server
 from tests.server import ServerProcess
 
 
@@ -39,7 +40,22 @@ class TestHealth:
         assert httpx.get(f"{chatty_server.url}/healthz").json() == {"status": "ok"}
         ready = httpx.get(f"{chatty_server.url}/readyz")
         assert ready.status_code == 200
-        assert ready.json() == {"status": "ready", "index": True, "database": True}
+        assert ready.json() == {"status": "ready", "index": True, "database": True, "blobs": True}
+
+    def test_readiness_reports_a_blob_store_that_stops_answering(self, tmp_path: Path, s3_server: S3Server):
+        """A load balancer must stop sending adds and /files requests to a server whose bucket is gone."""
+        bucket = "imagecloud-readiness"
+        s3_server.store().client.create_bucket(Bucket=bucket)
+        server = ServerProcess(tmp_path / "data", settings=s3_server.settings(f"s3://{bucket}/p"))
+        server.start()
+        try:
+            assert httpx.get(f"{server.url}/readyz").json()["blobs"] is True
+            s3_server.store().client.delete_bucket(Bucket=bucket)
+            ready = httpx.get(f"{server.url}/readyz")
+            assert ready.status_code == 503
+            assert ready.json() == {"status": "not ready", "index": True, "database": True, "blobs": False}
+        finally:
+            server.stop()
 
 
 class TestMetrics:
