@@ -13,7 +13,7 @@ import pytest
 
 from tests.api.helpers import add_ok, jpeg, stored_identifiers
 from tests.reliability.helpers import connect, encoded, metric, read_response
-from tests.s3 import S3Server
+from tests.s3 import S3Server, SeaweedProcess, weed_binary
 from tests.server import ServerProcess
 
 
@@ -42,20 +42,35 @@ class TestHealth:
         assert ready.status_code == 200
         assert ready.json() == {"status": "ready", "index": True, "database": True, "blobs": True}
 
-    def test_readiness_reports_a_blob_store_that_stops_answering(self, tmp_path: Path, s3_server: S3Server):
-        """A load balancer must stop sending adds and /files requests to a server whose bucket is gone."""
-        bucket = "imagecloud-readiness"
-        s3_server.store().client.create_bucket(Bucket=bucket)
-        server = ServerProcess(tmp_path / "data", settings=s3_server.settings(f"s3://{bucket}/p"))
+    def test_readiness_and_answers_when_the_s3_server_goes_down(
+        self, tmp_path: Path, s3_server: S3Server, target_jpeg: bytes
+    ):
+        """A load balancer must stop sending work to a server whose object store is down, and clients must
+        hear "retry" (20015, HTTP 503), never a success that was not stored or a broken answer."""
+        binary = weed_binary()
+        assert binary is not None  # s3_server has skipped the test otherwise
+        # An S3 server of this test's own, since it is stopped halfway.
+        weed = SeaweedProcess(binary, tmp_path / "s3")
+        own = weed.start()
+        server = ServerProcess(tmp_path / "data", settings=own.settings())
         server.start()
         try:
             assert httpx.get(f"{server.url}/readyz").json()["blobs"] is True
-            s3_server.store().client.delete_bucket(Bucket=bucket)
+            account = server.new_account("storeless")
+            add_ok(server, account, "kept", target_jpeg)
+            url = server.url + server.call("GetImage", account.auth(identifier="kept"))["imageurl"]
+            weed.stop()
             ready = httpx.get(f"{server.url}/readyz")
             assert ready.status_code == 503
             assert ready.json() == {"status": "not ready", "index": True, "database": True, "blobs": False}
+            body = server.call("AddImage", account.auth(identifier="refused"), files=jpeg(target_jpeg))
+            assert body["returncode"] == 20015, body
+            assert stored_identifiers(server, account.channel) == ["kept"]
+            original = httpx.get(url)
+            assert original.status_code == 503 and "retry-after" in original.headers
         finally:
             server.stop()
+            weed.stop()
 
 
 class TestMetrics:

@@ -24,10 +24,16 @@ def new_blob_key() -> str:
     return secrets.token_hex(16)
 
 
+class BlobStoreUnavailable(Exception):
+    """The blob store did not answer as it should (network, credentials, bucket): the operation did not
+    happen, and may succeed when retried."""
+
+
 class BlobStore(Protocol):
     """Where originals are kept: :class:`LocalBlobStore` (embedded default) or ``s3blobs.S3BlobStore``.
 
-    ``get`` and ``modified`` raise FileNotFoundError for a key with nothing stored, whichever the store.
+    ``get`` and ``modified`` raise FileNotFoundError for a key with nothing stored, whichever the store;
+    a store that cannot be reached raises :class:`BlobStoreUnavailable` (or, for a local folder, OSError).
     """
 
     @property

@@ -17,11 +17,12 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from imagecloud.storage.blobs import is_blob_key
+from imagecloud.storage.blobs import BlobStoreUnavailable, is_blob_key
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -113,44 +114,41 @@ class S3BlobStore:
     def put(self, key: str, data: bytes) -> None:
         # The server checks the digest, so a body damaged on the way is refused rather than stored.
         digest = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
-        self.client.put_object(Bucket=self.address.bucket, Key=self._name(key), Body=data, ContentMD5=digest)
+        name = self._name(key)
+        with self._answer(name):
+            self.client.put_object(Bucket=self.address.bucket, Key=name, Body=data, ContentMD5=digest)
 
     def get(self, key: str) -> bytes:
         """The object's bytes; FileNotFoundError if there is none, as for a local file."""
         name = self._name(key)
-        try:
+        with self._answer(name):
             response = self.client.get_object(Bucket=self.address.bucket, Key=name)
-        except self.client.exceptions.ClientError as error:
-            if _error_code(error) in _MISSING:
-                raise FileNotFoundError(name) from None
-            raise
-        with response["Body"] as body:
-            return body.read()
+            with response["Body"] as body:
+                return body.read()
 
     def delete(self, key: str) -> None:
+        name = self._name(key)
         # S3 answers a delete of a missing object with success too.
-        self.client.delete_object(Bucket=self.address.bucket, Key=self._name(key))
+        with self._answer(name):
+            self.client.delete_object(Bucket=self.address.bucket, Key=name)
 
     def keys(self) -> Iterator[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.address.bucket, Prefix=self.address.prefix
         )
-        for page in pages:
-            for item in page.get("Contents", []):
-                name = item["Key"][len(self.address.prefix) :]
-                # Deeper "folders" and other files under the prefix belong to someone else.
-                if is_blob_key(name):
-                    yield name
+        with self._answer(self.address.prefix):
+            for page in pages:
+                for item in page.get("Contents", []):
+                    name = item["Key"][len(self.address.prefix) :]
+                    # Deeper "folders" and other files under the prefix belong to someone else.
+                    if is_blob_key(name):
+                        yield name
 
     def modified(self, key: str) -> float:
         """When the object's PUT completed (epoch seconds, whole seconds); FileNotFoundError if it is gone."""
         name = self._name(key)
-        try:
+        with self._answer(name):
             head = self.client.head_object(Bucket=self.address.bucket, Key=name)
-        except self.client.exceptions.ClientError as error:
-            if _error_code(error) in _MISSING:
-                raise FileNotFoundError(name) from None
-            raise
         return head["LastModified"].timestamp()
 
     def remove_temporaries(self, older_than: float) -> int:
@@ -165,7 +163,18 @@ class S3BlobStore:
             return False
         return True
 
+    @contextmanager
+    def _answer(self, name: str) -> Iterator[None]:
+        """boto3's errors as the Protocol's: FileNotFoundError for no such object, else
+        BlobStoreUnavailable (unreachable server, refused credentials, no bucket, timeouts)."""
+        from botocore.exceptions import BotoCoreError, ClientError
 
-def _error_code(error: Exception) -> str:
-    response = getattr(error, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
+        try:
+            yield
+        except ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            if code in _MISSING:
+                raise FileNotFoundError(name) from None
+            raise BlobStoreUnavailable(f"{self.address}: {code or error}") from error
+        except BotoCoreError as error:
+            raise BlobStoreUnavailable(f"{self.address}: {error}") from error
