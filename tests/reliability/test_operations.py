@@ -68,6 +68,9 @@ class TestHealth:
             assert stored_identifiers(server, account.channel) == ["kept"]
             original = httpx.get(url)
             assert original.status_code == 503 and "retry-after" in original.headers
+            # A removal needs only the database; its object is left for the next start's sweep.
+            assert server.call("RemoveImage", account.auth(identifier="kept"))["returncode"] == 0
+            assert stored_identifiers(server, account.channel) == []
         finally:
             server.stop()
             weed.stop()

@@ -49,7 +49,7 @@ from imagecloud.storage import (
     User,
     searches,
 )
-from imagecloud.storage.blobs import new_blob_key
+from imagecloud.storage.blobs import BlobStoreUnavailable, new_blob_key
 from imagecloud.storage.lock import DataDirLock
 from imagecloud.storage.thumbnails import ThumbnailStore
 from imagecloud.vision.rating import LEVEL_BANDS, MIN_KEYPOINTS, MIN_MATCHRATIO, MIN_REFOUND
@@ -509,7 +509,12 @@ class Service:
     def _delete_files(self, key: str) -> None:
         # Previews first: a crash in between leaves an original without a row, which the sweep finds.
         self.previews.delete(key)
-        self.blobs.delete(key)
+        try:
+            self.blobs.delete(key)
+        except BlobStoreUnavailable as error:
+            # No row points to it (any more): what the caller was told stays true, and the start-up sweep
+            # removes the object once the store answers again.
+            log.warning("original %s left for the start-up sweep: %s", key, error)
 
     # ------------------------------------------------------------------ bulk import (operator, CLI)
 
