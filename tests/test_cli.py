@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from tests import imagegen
-from tests.server import ServerProcess, free_port
+from tests.s3 import S3Server
+from tests.server import ServerProcess, free_port, settings_env
 
 _names = itertools.count()
 
@@ -237,3 +238,63 @@ class TestAppKeys:
         assert "no app key" in cli(server, "appkey", "revoke", user, "nothing", ok=False).stderr
         assert cli(server, "appkey", "create", "no-such-user", "x", ok=False).returncode == 1
         assert cli(server, "appkey", "create", user, "x", "--channel", "no-such", ok=False).returncode == 1
+
+
+class TestServeWithS3Blobs:
+    def test_blobs_flag_with_the_standard_aws_variables(self, tmp_path: Path, s3_server: S3Server) -> None:
+        """``--blobs`` on the command line, the keys in AWS_* variables, the endpoint in the environment."""
+        address = s3_server.address()
+        env = {
+            "IMAGECLOUD_S3_ENDPOINT_URL": s3_server.endpoint_url,
+            "AWS_ACCESS_KEY_ID": s3_server.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": s3_server.secret_access_key,
+        }
+        server = ServerProcess(tmp_path / "data", env=env, args=["--blobs", address])
+        server.start()
+        try:
+            assert httpx.get(f"{server.url}/readyz").json() == {
+                "status": "ready",
+                "index": True,
+                "database": True,
+                "dependencies": {
+                    "database": {"backend": "sqlite", "ok": True},
+                    "blobs": {"backend": "s3", "ok": True},
+                },
+            }
+            account = server.new_account("s3cli")
+            poster = imagegen.encode(imagegen.poster(4))
+            body = server.call(
+                "AddImage", account.auth(identifier="in_s3"), files={"image": ("a.jpg", poster)}
+            )
+            assert body["returncode"] == 0, body
+            url = server.call("GetImage", account.auth(identifier="in_s3"))["imageurl"]
+            key = url.rsplit("/", 1)[-1]
+            assert list(s3_server.store(address).keys()) == [key]
+            assert httpx.get(server.url + url).content == poster
+        finally:
+            server.stop()
+
+    def test_a_bucket_that_does_not_answer_is_refused_at_start(
+        self, tmp_path: Path, s3_server: S3Server
+    ) -> None:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "imagecloud",
+                "serve",
+                "--data-dir",
+                str(tmp_path),
+                "--port",
+                str(free_port()),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={
+                **os.environ,
+                **settings_env(s3_server.settings("s3://no-such-bucket/x")),
+            },
+        )
+        assert result.returncode == 1
+        assert "s3://no-such-bucket/x does not answer" in result.stderr

@@ -64,6 +64,15 @@ def serve(
     data_dir: DataDir = None,
     config: ConfigFile = None,
     database: DatabaseUrl = None,
+    blobs: Annotated[
+        str | None,
+        typer.Option(
+            "--blobs",
+            help="Keep originals in an S3-compatible bucket: s3://bucket/prefix (default: a folder in the "
+            "data directory). Env: IMAGECLOUD_BLOBS; endpoint and keys: IMAGECLOUD_S3_ENDPOINT_URL, "
+            "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY.",
+        ),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
     demo: Annotated[
@@ -81,9 +90,10 @@ def serve(
     from imagecloud.api.connections import guarded_protocol, raise_open_files_limit
     from imagecloud.api.logs import configure_logging
 
-    settings = _settings(data_dir, config, host=host, port=port, database_url=database)
+    settings = _settings(data_dir, config, host=host, port=port, database_url=database, blobs=blobs)
     configure_logging(log_level, as_json=settings.log_json)
     lock = _lock_data_dir(settings, "imagecloud serve")
+    _reach_blob_store(settings)
     if demo:
         _prepare_demo(settings, lock)
     service = build_service(settings)
@@ -124,6 +134,27 @@ def _prepare_demo(settings: Settings, lock: DataDirLock | None) -> None:
     finally:
         operator.db.dispose()
     typer.echo(demo.instructions(prepared, settings))
+
+
+def _reach_blob_store(settings: Settings) -> None:
+    """Refuse to start on an S3 bucket that does not answer: every add and every original would fail."""
+    if not settings.blobs:
+        return
+    from imagecloud.service import open_blob_store
+    from imagecloud.storage.s3blobs import S3Unavailable
+
+    try:
+        reachable = open_blob_store(settings).reachable()
+    except S3Unavailable as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    if not reachable:
+        typer.echo(
+            f"error: blob store {settings.blobs} does not answer: check the bucket, s3_endpoint_url and "
+            "the credentials",
+            err=True,
+        )
+        raise typer.Exit(code=1)
 
 
 def _lock_data_dir(settings: Settings, command: str) -> DataDirLock:

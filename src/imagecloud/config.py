@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -37,6 +37,16 @@ class Settings(BaseSettings):
     database_url: str = ""
     # Folder for original uploads; empty means data_dir/blobs.
     blob_dir: str = ""
+    # Where originals are kept: empty means the folder above (the embedded default); "s3://bucket/prefix"
+    # means objects in an S3-compatible bucket, which several servers can share.
+    blobs: str = ""
+    # The S3-compatible server (e.g. "http://127.0.0.1:8333"); empty means AWS itself (or boto3's own
+    # AWS_ENDPOINT_URL). Region and keys left empty come from boto3's chain: AWS_REGION,
+    # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws, an instance role.
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr = SecretStr("")
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -158,6 +168,13 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'imagecloud.db').resolve()}"
+
+    @field_validator("blobs")
+    @classmethod
+    def _blob_store_address(cls, value: str) -> str:
+        if value and not value.startswith("s3://"):
+            raise ValueError("blobs is empty (a local folder, see blob_dir) or s3://bucket/prefix")
+        return value
 
     @property
     def resolved_blob_dir(self) -> Path:

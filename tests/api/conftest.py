@@ -12,22 +12,54 @@ import pytest
 from tests import imagegen
 from tests.api import images
 from tests.backends import Backend
+from tests.s3 import S3Server
 from tests.server import ServerProcess
 
 
 @pytest.fixture(scope="session")
-def server(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One real server per test worker and backend: every HTTP test runs on SQLite and on PostgreSQL."""
+def server(request: pytest.FixtureRequest, backend: Backend) -> ServerProcess:
+    """One real server per test worker and backend: every HTTP test runs on SQLite and on PostgreSQL; tests
+    isolate themselves with their own users and channels.
+
+    Tests marked with ``tests.api.helpers.both_blob_stores`` also run against a server keeping originals in
+    the S3 server (``indirect`` parameter "s3"; "local" is the blob folder in the data directory).
+    """
+    store = getattr(request, "param", "local")
+    found: ServerProcess = request.getfixturevalue("s3_blob_server" if store == "s3" else "local_server")
+    return found
+
+
+@pytest.fixture(scope="session")
+def local_server(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Originals in the data directory's blob folder (the embedded default)."""
     process = backend.server(tmp_path_factory.mktemp(f"server-{backend.name}"))
     process.start()
     yield process
     process.stop()
 
 
+@pytest.fixture(scope="session")
+def s3_blob_server(
+    backend: Backend, tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server
+) -> Iterator[ServerProcess]:
+    """Originals in a bucket of the S3 server."""
+    process = backend.server(
+        tmp_path_factory.mktemp(f"s3-blob-server-{backend.name}"), settings=s3_server.settings()
+    )
+    process.start()
+    yield process
+    process.stop()
+
+
 @pytest.fixture
-def fresh_server(backend: Backend, tmp_path: Path) -> Iterator[ServerProcess]:
-    """A server of the test's own, for tests that restart or kill it."""
-    process = backend.server(tmp_path / "data")
+def fresh_server(request: pytest.FixtureRequest, backend: Backend, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server of the test's own, for tests that restart or kill it (originals in S3 with the indirect
+    parameter "s3")."""
+    settings = None
+    if getattr(request, "param", "local") == "s3":
+        s3: S3Server = request.getfixturevalue("s3_server")
+        settings = s3.settings()
+    process = backend.server(tmp_path / "data", settings=settings)
     process.start()
     yield process
     process.stop()

@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from imagecloud.storage import Channel, Target
 from imagecloud.storage.blobs import new_blob_key
+from imagecloud.storage.s3blobs import S3BlobStore
+from tests.backends import NAMES
+from tests.s3 import object_names
 from tests.server import Account, ServerProcess
 
 
@@ -41,10 +45,39 @@ def find_in(server: ServerProcess, account: Account, photo: bytes, **fields: Any
     return find(server, account, photo, channel=account.channel, **fields)
 
 
+# The database of the servers keeping originals in S3: the deployment that moves both out of the data
+# directory.
+S3_BACKEND = "postgresql"
+
+
+def on_blob_stores(fixture: str, stores: tuple[str, ...] = ("local", "s3")) -> pytest.MarkDecorator:
+    """Runs a test class or function with the blob folder on every database, and once more with originals
+    in S3 (on :data:`S3_BACKEND`): not on every pair, since the database and the blob store do not meet
+    below the service. ``fixture`` is the server fixture taking the store as its indirect parameter."""
+    pairs = [(name, "local") for name in NAMES] if "local" in stores else []
+    if "s3" in stores:
+        pairs.append((S3_BACKEND, "s3"))
+    return pytest.mark.parametrize(("backend", fixture), pairs, indirect=True)
+
+
+# For the tests that touch originals: the shared server of each (database, blob store) pair.
+both_blob_stores = on_blob_stores("server")
+
+
 def blob_files(server: ServerProcess) -> set[str]:
-    """Every file under the blob folder, as paths relative to it."""
+    """Everything in the server's blob store, temporaries and strangers too: paths under the blob folder,
+    or object names under the S3 prefix."""
+    if server.settings.get("blobs"):
+        store = server.operator.blobs
+        assert isinstance(store, S3BlobStore)
+        return object_names(store)
     root = server.data_dir / "blobs"
     return {str(path.relative_to(root)) for path in Path(root).rglob("*") if path.is_file()}
+
+
+def stored_blob(server: ServerProcess, name: str) -> bytes:
+    """The original named ``name`` in :func:`blob_files`."""
+    return server.operator.blobs.get(Path(name).name)
 
 
 def stored_identifiers(server: ServerProcess, channel: str) -> list[str]:

@@ -12,7 +12,16 @@ import pytest
 
 from tests import imagegen
 from tests.api import images
-from tests.api.helpers import add_ok, blob_files, find_in, jpeg, stored_identifiers, total_count
+from tests.api.helpers import (
+    add_ok,
+    blob_files,
+    both_blob_stores,
+    find_in,
+    jpeg,
+    stored_blob,
+    stored_identifiers,
+    total_count,
+)
 from tests.server import Account, ServerProcess
 
 MiB = 1024 * 1024
@@ -40,6 +49,7 @@ def expect(
     assert set(body) == {"returncode", "message"}, body
 
 
+@both_blob_stores
 class TestSuccess:
     def test_answer_fields(self, server, account, target_jpeg):
         body = add_ok(server, account, "poster.001", target_jpeg)
@@ -59,7 +69,7 @@ class TestSuccess:
         add_ok(server, account, "one", target_jpeg)
         new_files = blob_files(server) - blobs
         assert len(new_files) == 1
-        assert (server.data_dir / "blobs" / new_files.pop()).read_bytes() == target_jpeg
+        assert stored_blob(server, new_files.pop()) == target_jpeg
         assert stored_identifiers(server, account.channel) == ["one"]
         # Read-your-writes: findable by the very next request.
         assert find_in(server, account, target_photo)["identifier"] == "one"
@@ -372,6 +382,7 @@ class TestHostileUploads:
         with nothing_stored(server, account):
             expect(server, 20010, account.auth(identifier=identifier), files=jpeg(target_jpeg))
 
+    @both_blob_stores
     def test_taken_identifier_is_20016_and_keeps_the_first(self, server, account, target_jpeg, target_png):
         add_ok(server, account, "dup", target_jpeg, metadata='"first"')
         with nothing_stored(server, account):
@@ -382,6 +393,7 @@ class TestHostileUploads:
         add_ok(server, account, "after_barrage", target_jpeg)
 
 
+@both_blob_stores
 class TestAtomicityAfterFailure:
     def test_failed_add_leaves_no_index_entry(self, server, account, target_jpeg, target_photo):
         """A target refused at the last step (quota) is not findable and does not block a later add."""

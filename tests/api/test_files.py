@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.api.helpers import add_ok
+from tests.api.helpers import add_ok, both_blob_stores
 from tests.backends import Backend
 from tests.server import Account, ServerProcess
 
@@ -28,6 +28,7 @@ def previews(server: ServerProcess, url: str) -> set[str]:
     return {path.name for path in (server.data_dir / "thumbnails").glob(f"*/{key}-*.jpg")}
 
 
+@both_blob_stores
 class TestCaching:
     def test_short_lived_and_revalidated(self, server: ServerProcess, account: Account, target_jpeg) -> None:
         add_ok(server, account, "cached", target_jpeg)
@@ -53,6 +54,7 @@ class TestCaching:
         assert previews(server, url) == set()
 
 
+@both_blob_stores
 class TestHead:
     def test_head_answers_like_get_without_the_body(
         self, server: ServerProcess, account: Account, target_jpeg
@@ -73,6 +75,7 @@ class TestHead:
         assert httpx.head(f"{server.url}/files/{'0' * 32}/thumbnail").status_code == 404
 
 
+@both_blob_stores
 class TestStoredPreviews:
     def test_made_when_the_target_is_stored_and_removed_with_it(
         self, server: ServerProcess, account: Account, target_jpeg, second_jpeg

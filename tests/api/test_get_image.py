@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.api.helpers import add_ok
+from tests.api.helpers import add_ok, both_blob_stores
 
 
 class TestWithoutCredentials:
@@ -62,6 +62,7 @@ class TestWithCredentials:
         assert body == {"returncode": 20004, "message": "not your channel"}
 
 
+@both_blob_stores
 class TestImageUrl:
     def test_original_bytes_with_headers_and_304(self, server, account, target_jpeg, target_png):
         add_ok(server, account, "as_jpeg", target_jpeg)

@@ -6,9 +6,12 @@ import datetime as dt
 
 import httpx
 
-from tests.api.helpers import add_ok, blob_files, find, find_in
+from imagecloud.storage.blobs import new_blob_key
+from tests.api.helpers import add_ok, blob_files, find, find_in, on_blob_stores
+from tests.server import ServerProcess
 
 
+@on_blob_stores("fresh_server")
 def test_everything_survives_a_restart(fresh_server, target_jpeg, second_jpeg, target_photo, second_photo):
     server = fresh_server
     account = server.new_account("keeper")
@@ -57,3 +60,19 @@ def test_orphan_blob_files_are_collected_at_start(fresh_server, target_jpeg):
     orphan.write_bytes(b"left by a crash")
     server.restart()
     assert blob_files(server) == blobs
+
+
+@on_blob_stores("fresh_server", ("s3",))
+def test_a_young_orphan_object_in_a_shared_bucket_survives_a_start(fresh_server: ServerProcess, target_jpeg):
+    """Other servers may write to the bucket: an unreferenced object younger than the grace period may be
+    their add in flight, so a start keeps it even while holding its own data directory's lock."""
+    server = fresh_server
+    account = server.new_account("sharing")
+    add_ok(server, account, "kept", target_jpeg)
+    in_flight = new_blob_key()
+    server.operator.blobs.put(in_flight, b"another server's add in flight")
+    blobs = blob_files(server)
+    assert in_flight in blobs
+    server.restart()
+    assert blob_files(server) == blobs
+    assert server.operator.blobs.get(in_flight) == b"another server's add in flight"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.helpers import add_ok, blob_files, find_in, stored_identifiers
+from tests.api.helpers import add_ok, blob_files, both_blob_stores, find_in, stored_identifiers
 from tests.server import Account, ServerProcess
 
 
@@ -14,6 +14,7 @@ def remove(server: ServerProcess, account: Account, **fields: Any) -> dict[str, 
     return server.call("RemoveImage", account.auth(**fields))
 
 
+@both_blob_stores
 class TestSuccess:
     def test_never_matched_again_file_gone_and_getimage_20014(
         self, server, account, target_jpeg, target_photo

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.helpers import add_ok, find_in, stored_identifiers
+from tests.api.helpers import add_ok, both_blob_stores, find_in, stored_identifiers
 from tests.server import Account, ServerProcess
 
 MiB = 1024 * 1024
@@ -160,9 +160,13 @@ class TestOutsideTheApi:
         assert httpx.get(f"{server.url}/healthz").status_code == 200
         assert httpx.get(f"{server.url}/readyz").status_code == 200
 
-    def test_readiness_names_the_database_it_reached(self, backend, server):
+    @both_blob_stores
+    def test_readiness_names_the_database_and_blob_store_it_reached(self, backend, server):
         body = httpx.get(f"{server.url}/readyz").json()
-        assert body["dependencies"]["database"] == {"backend": backend.name, "ok": True}
+        assert body["dependencies"] == {
+            "database": {"backend": backend.name, "ok": True},
+            "blobs": {"backend": "s3" if server.settings.get("blobs") else "local", "ok": True},
+        }
 
     def test_declared_body_over_the_cap_is_413_before_it_is_sent(self, server, account):
         """Only the headers go out: a 413 proves the server did not wait to buffer 33 MiB."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import httpx
 
 from tests.api import images
-from tests.api.helpers import add_ok, blob_files, find_in, jpeg, stored_identifiers
+from tests.api.helpers import add_ok, blob_files, both_blob_stores, find_in, jpeg, stored_identifiers
 
 
+@both_blob_stores
 class TestMetadata:
     def test_replaces_metadata_only(self, server, account, target_jpeg, target_photo):
         add_ok(server, account, "poster", target_jpeg, metadata='"old"')
@@ -19,6 +20,7 @@ class TestMetadata:
         assert blob_files(server) == blobs
 
 
+@both_blob_stores
 class TestImage:
     def test_replaces_the_picture(
         self, server, account, target_jpeg, second_jpeg, target_photo, second_photo

@@ -13,6 +13,7 @@ import pytest
 
 from tests.api.helpers import add_ok, jpeg, stored_identifiers
 from tests.reliability.helpers import connect, encoded, metric, read_response
+from tests.s3 import S3Server, SeaweedProcess, weed_binary
 from tests.server import ServerProcess
 
 
@@ -43,8 +44,53 @@ class TestHealth:
             "status": "ready",
             "index": True,
             "database": True,
-            "dependencies": {"database": {"backend": "sqlite", "ok": True}},
+            "dependencies": {
+                "database": {"backend": "sqlite", "ok": True},
+                "blobs": {"backend": "local", "ok": True},
+            },
         }
+
+    def test_readiness_and_answers_when_the_s3_server_goes_down(
+        self, tmp_path: Path, s3_server: S3Server, target_jpeg: bytes
+    ):
+        """A load balancer must stop sending work to a server whose object store is down, and clients must
+        hear "retry" (20015, HTTP 503), never a success that was not stored or a broken answer."""
+        binary = weed_binary()
+        assert binary is not None  # s3_server has skipped the test otherwise
+        # An S3 server of this test's own, since it is stopped halfway.
+        weed = SeaweedProcess(binary, tmp_path / "s3")
+        own = weed.start()
+        server = ServerProcess(tmp_path / "data", settings=own.settings())
+        server.start()
+        try:
+            blobs = {"backend": "s3", "ok": True}
+            assert httpx.get(f"{server.url}/readyz").json()["dependencies"]["blobs"] == blobs
+            account = server.new_account("storeless")
+            add_ok(server, account, "kept", target_jpeg)
+            url = server.url + server.call("GetImage", account.auth(identifier="kept"))["imageurl"]
+            weed.stop()
+            ready = httpx.get(f"{server.url}/readyz")
+            assert ready.status_code == 503
+            assert ready.json() == {
+                "status": "not ready",
+                "index": True,
+                "database": True,
+                "dependencies": {
+                    "database": {"backend": "sqlite", "ok": True},
+                    "blobs": {"backend": "s3", "ok": False},
+                },
+            }
+            body = server.call("AddImage", account.auth(identifier="refused"), files=jpeg(target_jpeg))
+            assert body["returncode"] == 20015, body
+            assert stored_identifiers(server, account.channel) == ["kept"]
+            original = httpx.get(url)
+            assert original.status_code == 503 and "retry-after" in original.headers
+            # A removal needs only the database; its object is left for the next start's sweep.
+            assert server.call("RemoveImage", account.auth(identifier="kept"))["returncode"] == 0
+            assert stored_identifiers(server, account.channel) == []
+        finally:
+            server.stop()
+            weed.stop()
 
 
 class TestMetrics:

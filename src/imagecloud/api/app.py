@@ -120,6 +120,8 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
+        # The database and the blob store: a server that cannot reach either would answer API calls and
+        # /files with errors, so a load balancer should send its work elsewhere.
         dependencies = await anyio.to_thread.run_sync(service.dependencies)
         ready = service.ready and all(dependency["ok"] for dependency in dependencies.values())
         body = {

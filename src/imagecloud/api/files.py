@@ -8,6 +8,7 @@ answer 20015.
   past it, HTTP 429 with Retry-After.
 - Reads run in a small thread pool of their own (``file_workers``), not in the pool that owners'
   database work shares.
+- An original whose blob store does not answer (an S3 bucket out of reach) is HTTP 503 with Retry-After.
 - Previews are files written when a target is stored. One that is missing (another size, or a target
   stored without previews) is rendered once in a one-thread pool with a short queue, then kept; when that
   queue is full the answer is HTTP 503 with Retry-After.
@@ -34,7 +35,7 @@ from imagecloud.errors import ImageCloudError, SystemBusy
 from imagecloud.service.files import StoredFile
 from imagecloud.service.ratelimit import RateLimiter, address_key
 from imagecloud.service.service import Service
-from imagecloud.storage.blobs import is_blob_key
+from imagecloud.storage.blobs import BlobStoreUnavailable, is_blob_key
 from imagecloud.vision.thumbnail import nearest_size
 
 router = APIRouter()
@@ -122,7 +123,10 @@ async def original(blob_key: str, request: Request) -> Response:
         return unchanged
     if request.method == "HEAD":
         return _answer(request, None, info.size, info.content_type, etag)
-    data = await budget.read(partial(service.files.original, blob_key))
+    try:
+        data = await budget.read(partial(service.files.original, blob_key))
+    except BlobStoreUnavailable:
+        return _busy(503)
     if data is None:
         return Response(status_code=404)
     return _answer(request, data, len(data), info.content_type, etag)
@@ -145,7 +149,7 @@ async def thumbnail(blob_key: str, request: Request, size: int = 256) -> Respons
     if data is None:
         try:
             data = await budget.render(partial(service.files.render_thumbnail, blob_key, size))
-        except SystemBusy:
+        except (SystemBusy, BlobStoreUnavailable):
             return _busy(503)
         except ImageCloudError:
             return Response(status_code=404)

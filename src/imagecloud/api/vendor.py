@@ -25,6 +25,7 @@ from imagecloud.api.responses import failure, success
 from imagecloud.errors import ImageCloudError, SystemBusy
 from imagecloud.service.ratelimit import RateLimiter, address_key
 from imagecloud.service.service import Service
+from imagecloud.storage.blobs import BlobStoreUnavailable
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -105,12 +106,15 @@ def vendor_endpoint(
                 log.info("%s -> %d (%s)", path, error.returncode, reason)
                 response = failure(error)
                 returncode = error.returncode
-            except OperationalError as error:
-                # The database is locked or unreachable: nothing was changed, the caller may retry.
+            except (OperationalError, BlobStoreUnavailable) as error:
+                # The database or the blob store is locked or unreachable: nothing was acknowledged, the
+                # caller may retry.
                 log.warning("%s -> 20015: %s", path, error)
                 response = failure(SystemBusy(str(error)))
                 returncode = SystemBusy.returncode
-                reason = "database unavailable"
+                reason = (
+                    "database unavailable" if isinstance(error, OperationalError) else "blobs unavailable"
+                )
             finally:
                 metrics.in_progress.dec()
             # Server-side time (body parsing included) so clients and benchmarks can tell it from the network.

@@ -5,20 +5,38 @@ from __future__ import annotations
 from imagecloud.config import Settings
 from imagecloud.service.recognizer import Recognizer
 from imagecloud.service.service import ChannelInfo, Service, Upload
-from imagecloud.storage import Database, LocalBlobStore
+from imagecloud.storage import BlobStore, Database, LocalBlobStore
 from imagecloud.storage.thumbnails import ThumbnailStore
 
 
+def open_blob_store(settings: Settings) -> BlobStore:
+    """The local folder (embedded default), or the S3-compatible bucket of ``settings.blobs``."""
+    if not settings.blobs:
+        return LocalBlobStore(settings.resolved_blob_dir)
+    from imagecloud.storage.s3blobs import BucketAddress, S3BlobStore, s3_client
+
+    client = s3_client(
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+        # Every thread that may read or write originals at once: file reads, image work, the rest.
+        connections=settings.file_workers + settings.vision_workers + 16,
+    )
+    return S3BlobStore(client, BucketAddress.parse(settings.blobs))
+
+
 def build_service(settings: Settings) -> Service:
-    """The embedded default wiring: the configured database, local blob folder, in-process recognizer."""
+    """The configured database and blob store (SQLite file and local folder by default), in-process
+    recognizer."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return Service(
         settings=settings,
         db=Database(settings.resolved_database_url),
-        blobs=LocalBlobStore(settings.resolved_blob_dir),
+        blobs=open_blob_store(settings),
         recognizer=Recognizer(settings.recognizer_settings(), index_dir=settings.data_dir / "index"),
         previews=ThumbnailStore(settings.data_dir / "thumbnails"),
     )
 
 
-__all__ = ["ChannelInfo", "Service", "Upload", "build_service"]
+__all__ = ["ChannelInfo", "Service", "Upload", "build_service", "open_blob_store"]

@@ -48,7 +48,7 @@ from imagecloud.storage import (
     users,
 )
 from imagecloud.storage import matches as match_counts
-from imagecloud.storage.blobs import new_blob_key
+from imagecloud.storage.blobs import BlobStoreUnavailable, new_blob_key
 from imagecloud.storage.lock import DataDirLock
 from imagecloud.storage.thumbnails import ThumbnailStore
 from imagecloud.vision.rating import LEVEL_BANDS, MIN_KEYPOINTS, MIN_MATCHRATIO, MIN_REFOUND
@@ -150,7 +150,10 @@ class Service:
 
     def dependencies(self) -> dict[str, dict[str, Any]]:
         """What the service needs besides its own process, each with whether it answers now (``/readyz``)."""
-        return {"database": {"backend": self.db.dialect, "ok": self.db.ping()}}
+        return {
+            "database": {"backend": self.db.dialect, "ok": self.db.ping()},
+            "blobs": {"backend": self.blobs.backend, "ok": self.blobs.reachable()},
+        }
 
     def _stored_features(
         self, ids: Sequence[int] | None = None, skip_channels: set[int] | None = None
@@ -443,7 +446,12 @@ class Service:
     def _delete_files(self, key: str) -> None:
         # Previews first: a crash in between leaves an original without a row, which the sweep finds.
         self.previews.delete(key)
-        self.blobs.delete(key)
+        try:
+            self.blobs.delete(key)
+        except BlobStoreUnavailable as error:
+            # No row points to it (any more): what the caller was told stays true, and the start-up sweep
+            # removes the object once the store answers again.
+            log.warning("original %s left for the start-up sweep: %s", key, error)
 
     # ------------------------------------------------------------------ bulk import (operator, CLI)
 

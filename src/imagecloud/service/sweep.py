@@ -5,7 +5,8 @@ row. Such a file is garbage only if no process can still commit a row for it. Wi
 lock held (:mod:`imagecloud.storage.lock`) no other process adds targets, so every unreferenced file is
 garbage. Without it (a read-only command, or servers sharing a database and blob store) another process
 may be between the two steps of an add right now, so only files older than ``grace`` seconds, far longer
-than any add takes between its file and its commit, are removed.
+than any add takes between its file and its commit, are removed. A blob store other servers may write to
+(an S3 bucket) is swept that way even under the lock: the lock covers this data directory, not the bucket.
 """
 
 from __future__ import annotations
@@ -29,11 +30,17 @@ def collect_orphans(
     *,
     exclusive: bool,
     grace: float = GRACE_SECONDS,
+    now: float | None = None,
 ) -> int:
-    """Remove unreferenced originals and previews (all of them if ``exclusive``, else the old ones)."""
+    """Remove unreferenced originals and previews (all of them if ``exclusive``, else the old ones).
+
+    ``now`` (epoch seconds) is the time the ages are counted from; by default the current time.
+    """
     # Listed before the rows are read: a file written after the listing is never considered, and one
     # listed whose row commits before the read is known.
-    cutoff = float("inf") if exclusive else time.time() - grace
+    old = (time.time() if now is None else now) - grace
+    cutoff = float("inf") if exclusive else old
+    blob_cutoff = old if blobs.shared else cutoff
     listed = list(blobs.keys())
     previews = list(thumbnails.keys())
     with db.session() as session:
@@ -43,7 +50,7 @@ def collect_orphans(
         if key in known:
             continue
         try:
-            if blobs.modified(key) >= cutoff:
+            if blobs.modified(key) >= blob_cutoff:
                 continue
         except FileNotFoundError:
             continue
@@ -53,7 +60,7 @@ def collect_orphans(
     for key, written in previews:
         if key not in known and written < cutoff:
             thumbnails.delete(key)
-    blobs.remove_temporaries(cutoff)
+    blobs.remove_temporaries(blob_cutoff)
     thumbnails.remove_temporaries(cutoff)
     if removed:
         log.warning("removed %d blob files without a target row", removed)

@@ -24,17 +24,43 @@ def new_blob_key() -> str:
     return secrets.token_hex(16)
 
 
+class BlobStoreUnavailable(Exception):
+    """The blob store did not answer as it should (network, credentials, bucket): the operation did not
+    happen, and may succeed when retried."""
+
+
 class BlobStore(Protocol):
+    """Where originals are kept: :class:`LocalBlobStore` (embedded default) or ``s3blobs.S3BlobStore``.
+
+    ``get`` and ``modified`` raise FileNotFoundError for a key with nothing stored, whichever the store;
+    a store that cannot be reached raises :class:`BlobStoreUnavailable` (or, for a local folder, OSError).
+    """
+
+    @property
+    def backend(self) -> str:
+        """What keeps the originals ("local" or "s3"), as ``/readyz`` names it."""
+        ...
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may write here without holding this data directory's lock."""
+        ...
+
     def put(self, key: str, data: bytes) -> None: ...
     def get(self, key: str) -> bytes: ...
     def delete(self, key: str) -> None: ...
     def keys(self) -> Iterator[str]: ...
     def modified(self, key: str) -> float: ...
     def remove_temporaries(self, older_than: float) -> int: ...
+    def reachable(self) -> bool: ...
 
 
 class LocalBlobStore:
     """Files under one folder, sharded by the first two hex digits to keep directories small."""
+
+    backend = "local"
+    # Inside the data directory by default, written only by the process holding its lock.
+    shared = False
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -90,6 +116,9 @@ class LocalBlobStore:
                 except FileNotFoundError:
                     pass  # finished (renamed) or removed meanwhile
         return removed
+
+    def reachable(self) -> bool:
+        return self.root.is_dir()
 
     def _entries(self) -> Iterator[Path]:
         for shard in self.root.iterdir():
