@@ -563,7 +563,9 @@ def bench_representation(
         scale=scale,
     )
     report = representation.run(dataset, sources, work, out, images, rated, workers, plan, matched=matched)
-    typer.echo(representation.markdown(report))
+    text = representation.markdown(report)
+    (out / "report.md").write_text(text)
+    typer.echo(text)
     typer.echo(f"report written to {out}/report.md")
 
 
