@@ -636,5 +636,49 @@ def bench_scale(
     typer.echo(f"report written to {out}/report.md")
 
 
+@bench_app.command("representation")
+def bench_representation(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder (targets/, queries/, queries.csv).")],
+    sources: Annotated[
+        list[Path], typer.Option("--source", help="Folder of real photos to render distractors from.")
+    ],
+    work: Annotated[
+        Path, typer.Option(help="Folder for the ground truth, distractor features and quantizers (reused).")
+    ] = Path("bench-work/representation"),
+    out: Annotated[Path, typer.Option(help="Report folder.")] = Path("bench/results/scale/representation"),
+    images: Annotated[int, typer.Option(help="Distractor images to render and analyse.")] = 40_000,
+    rated: Annotated[int, typer.Option(help="Of which self-tested (the first ones).")] = 1_000,
+    sizes: Annotated[
+        str, typer.Option(help="Comma-separated distractor image counts to measure.")
+    ] = "2500,5000,10000,20000,40000",
+    subsets: Annotated[
+        str, typer.Option(help="Comma-separated per-target subsets, first-N or refound-N.")
+    ] = "first-128,refound-128,refound-200",
+    nprobes: Annotated[str, typer.Option(help="Comma-separated lists probed per descriptor.")] = "8,16,32",
+    nlist: Annotated[int, typer.Option(help="Inverted lists of the index.")] = 65_536,
+    scale: Annotated[int, typer.Option(help="Targets the figures are extrapolated to.")] = 1_000_000,
+    matched: Annotated[
+        bool, typer.Option(help="Also measure with list lengths matched to the extrapolated scale.")
+    ] = True,
+    workers: Annotated[int, typer.Option(help="Processes analysing distractors.")] = os.cpu_count() or 1,
+) -> None:
+    """Share of verified photo-cover correspondences a compact binary k-NN index retrieves, and the
+    cover's rank by votes, at growing densities of real distractor descriptors (extrapolated to --scale)."""
+    from imagecloud.bench import representation
+
+    plan = representation.Plan(
+        sizes=tuple(int(x) for x in sizes.split(",")),
+        subsets=tuple(representation.Subset.parse(x) for x in subsets.split(",")),
+        nprobes=tuple(int(x) for x in nprobes.split(",")),
+        nlist=nlist,
+        scale=scale,
+    )
+    report = representation.run(dataset, sources, work, out, images, rated, workers, plan, matched=matched)
+    text = representation.markdown(report)
+    (out / "report.md").write_text(text)
+    typer.echo(text)
+    typer.echo(f"report written to {out}/report.md")
+
+
 def main() -> None:
     app()
