@@ -43,7 +43,7 @@ import faiss
 import numpy as np
 
 from imagecloud.bench import machine
-from imagecloud.service.recognizer import RecognizerSettings
+from imagecloud.recognition.settings import RecognizerSettings
 from imagecloud.vision.decode import decode_image
 from imagecloud.vision.features import FeatureExtractor, Features
 from imagecloud.vision.rating import self_test
@@ -51,7 +51,7 @@ from imagecloud.vision.verify import verify
 
 BITS = 256
 CODE = BITS // 8
-KEEP = RecognizerSettings().features.keep  # descriptors stored per target
+KEEP = RecognizerSettings().analysis.features.keep  # descriptors stored per target
 KP_BITS = 10  # index ids: (target << KP_BITS) | keypoint
 assert KEEP <= 1 << KP_BITS
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -100,7 +100,8 @@ class GroundTruth:
 
 def ground_truth(dataset: Path) -> GroundTruth:
     """Analyse the covers and photos as the service does and verify each photo against its cover."""
-    settings = RecognizerSettings()
+    full = RecognizerSettings()
+    settings = full.analysis
     target_extractor = FeatureExtractor(settings.features)
     photo_extractor = FeatureExtractor(settings.query_features)
     covers = _images(dataset / "targets")
@@ -127,7 +128,7 @@ def ground_truth(dataset: Path) -> GroundTruth:
             working_size=settings.query_working_size,
         )
         feats = photo_extractor.extract(img.gray, img.scale, img.width, img.height)
-        geometry = verify(feats, cover_feats[cover], settings.verify)
+        geometry = verify(feats, cover_feats[cover], full.search.verify)
         photo_desc.append(feats.descriptors)
         photo_cover.append(cover)
         if geometry is None:
@@ -214,7 +215,7 @@ def _start_worker(paths: list[str]) -> None:
 
 def _analyse(job: tuple[int, bool]) -> tuple[np.ndarray, np.ndarray | None]:
     seed, rated = job
-    extractor = FeatureExtractor(RecognizerSettings().features)
+    extractor = FeatureExtractor(RecognizerSettings().analysis.features)
     gray = render(_SOURCES, seed)
     feats = extractor.extract(gray, 1.0, gray.shape[1], gray.shape[0])
     counts = self_test(gray, feats, 1.0, extractor).counts.astype(np.int8) if rated and len(feats) else None
