@@ -298,3 +298,31 @@ class TestServeWithS3Blobs:
         )
         assert result.returncode == 1
         assert "s3://no-such-bucket/x does not answer" in result.stderr
+
+
+class TestRefusedSettings:
+    """A mistyped setting is refused before anything starts, with one line naming it and no traceback."""
+
+    def _run(
+        self, tmp_path: Path, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "imagecloud", *args, "--data-dir", str(tmp_path / "data")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **(env or {})},
+        )
+
+    def test_a_blob_store_that_is_not_a_bucket_address(self, tmp_path: Path) -> None:
+        result = self._run(tmp_path, "serve", "--blobs", "/srv/originals", "--port", str(free_port()))
+        assert result.returncode == 2
+        assert "setting blobs:" in result.stderr and "'/srv/originals'" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not (tmp_path / "data").exists(), "nothing may be created for a refused start"
+
+    def test_a_value_from_the_environment(self, tmp_path: Path) -> None:
+        result = self._run(tmp_path, "channel", "list", env={"IMAGECLOUD_SECOND_PASS": "sometimes"})
+        assert result.returncode == 2
+        assert "setting second_pass:" in result.stderr and "'sometimes'" in result.stderr
+        assert "Traceback" not in result.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, get_args
 
 import typer
+from pydantic import ValidationError
 
 from imagecloud.config import SecondPass, Settings, load_settings
 from imagecloud.errors import ImageCloudError
@@ -45,7 +46,15 @@ DatabaseUrl = Annotated[
 
 
 def _settings(data_dir: Path | None, config: Path | None = None, **overrides: object) -> Settings:
-    return load_settings(config, data_dir=data_dir, **overrides)
+    """The settings, or one line per refused value and exit code 2: an operator's typo needs no traceback."""
+    try:
+        return load_settings(config, data_dir=data_dir, **overrides)
+    except ValidationError as error:
+        for problem in error.errors():
+            name = ".".join(str(part) for part in problem["loc"]) or "settings"
+            reason = str(problem["msg"]).removeprefix("Value error, ")
+            typer.echo(f"setting {name}: {reason} (given {problem.get('input')!r})", err=True)
+        raise typer.Exit(code=2) from None
 
 
 def _operator_service(data_dir: Path | None) -> Service:
