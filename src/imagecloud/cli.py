@@ -6,7 +6,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, get_args
 
@@ -43,6 +43,20 @@ DatabaseUrl = Annotated[
         "data directory). Env: IMAGECLOUD_DATABASE_URL.",
     ),
 ]
+
+
+def _stage_progress(every: float) -> Callable[[str, int, int], None]:
+    """A progress callback for long benchmark stages: one line on stderr at most every ``every`` seconds,
+    and always at a stage's end."""
+    last = [0.0]
+
+    def progress(stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] > every:
+            last[0] = now
+            typer.echo(f"{stage}: {done}/{total}", err=True)
+
+    return progress
 
 
 def _settings(data_dir: Path | None, config: Path | None = None, **overrides: object) -> Settings:
@@ -478,13 +492,7 @@ def bench_recognition(
         overrides = {"min_score": min_score, "second_pass": second_pass}
         backend = InProcessBackend(data_dir, **{k: v for k, v in overrides.items() if v is not None})
     target = out or Path("bench/results") / f"recognition-{data.name}"
-    last = [0.0]
-
-    def progress(stage: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done == total or now - last[0] > 2:
-            last[0] = now
-            typer.echo(f"{stage}: {done}/{total}", err=True)
+    progress = _stage_progress(every=2.0)
 
     try:
         report = recognition.run(
@@ -584,13 +592,7 @@ def bench_levels(
         chosen = tuple(by_name[name] for name in conditions.split(","))
     if not images.is_dir():
         raise typer.BadParameter(f"{images} is not a folder")
-    last = [0.0]
-
-    def progress(stage: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done == total or now - last[0] > 5:
-            last[0] = now
-            typer.echo(f"{stage}: {done}/{total}", err=True)
+    progress = _stage_progress(every=5.0)
 
     try:
         report = levels.run(

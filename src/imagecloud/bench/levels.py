@@ -37,12 +37,6 @@ from imagecloud.service.recognizer import Recognizer
 LONG_SIDE = 640
 HALVES = ("fit", "check")
 
-Progress = Callable[[str, int, int], None]
-
-
-def _no_progress(_stage: str, _done: int, _total: int) -> None:
-    pass
-
 
 def _fit(image: np.ndarray) -> np.ndarray:
     h, w = image.shape[:2]
@@ -207,7 +201,7 @@ def run(
     conditions: tuple[Condition, ...] = CONDITIONS,
     seed: int = 0,
     rerate: bool = False,
-    progress: Progress = _no_progress,
+    progress: recognition.Progress = recognition.no_progress,
 ) -> dict[str, Any]:
     """Grade, photograph, enrol and search round by round; write ``report.json`` and ``report.md`` to ``out``.
 
@@ -284,7 +278,9 @@ def run(
     return report
 
 
-def _rate(folder: Path, targets: Sequence[GradedTarget], progress: Progress) -> dict[str, tuple[int, float]]:
+def _rate(
+    folder: Path, targets: Sequence[GradedTarget], progress: recognition.Progress
+) -> dict[str, tuple[int, float]]:
     """(level, matchratio) of every target AddImage would accept, as AddImage computes them."""
     recognizer = Recognizer()
     ratings: dict[str, tuple[int, float]] = {}
@@ -309,7 +305,7 @@ def _search(
     max_distractors: int | None,
     conditions: tuple[Condition, ...],
     seed: int,
-    progress: Progress,
+    progress: recognition.Progress,
 ) -> None:
     """Photograph round ``r``'s accepted targets, enrol them beside the distractors and search every photo.
 

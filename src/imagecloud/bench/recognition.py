@@ -39,7 +39,7 @@ DISTRACTORS = "distractors"  # the group of the data set's own distractor photos
 THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def _no_progress(_stage: str, _done: int, _total: int) -> None:
+def no_progress(_stage: str, _done: int, _total: int) -> None:
     pass
 
 
@@ -57,7 +57,7 @@ def run(
     distractor_mode: str = "self",
     negatives: Sequence[NegativeSet] = (),
     failure_pictures: bool = True,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> dict[str, Any]:
     """Enrol, query, measure, write ``report.json`` + ``report.md`` (+ failure pictures) into ``out_dir``.
 
