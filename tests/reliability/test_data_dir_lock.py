@@ -59,6 +59,20 @@ def outcome(process: subprocess.Popen[str], port: int) -> str:
     return "exited"
 
 
+def refused(data_dir: Path, database_url: str = "") -> tuple[int, str]:
+    """Start a second server on ``data_dir``; it must exit rather than serve. Its exit code and stderr."""
+    port = free_port()
+    second = serve(data_dir, port, database_url)
+    try:
+        assert outcome(second, port) == "exited"
+        _, err = second.communicate(timeout=60)
+    finally:
+        if second.poll() is None:
+            second.kill()
+            second.wait()
+    return second.returncode, err
+
+
 def orphan(blob_dir: Path, data: bytes = b"an add in flight") -> Path:
     """A file as an add leaves it between writing the original and committing its row."""
     key = new_blob_key()
@@ -74,16 +88,8 @@ class TestOneServerPerDirectory:
         account = fresh_server.new_account("first")
         poster = imagegen.poster(61)
         add_ok(fresh_server, account, "poster", imagegen.encode(poster))
-        port = free_port()
-        second = serve(fresh_server.data_dir, port)
-        try:
-            assert outcome(second, port) == "exited"
-            _, err = second.communicate(timeout=60)
-        finally:
-            if second.poll() is None:
-                second.kill()
-                second.wait()
-        assert second.returncode == 1
+        returncode, err = refused(fresh_server.data_dir)
+        assert returncode == 1
         assert f"in use by process {fresh_server.process.pid} on " in err
         assert "imagecloud serve, since " in err
         assert "several servers need a shared database and blob store" in err
@@ -97,16 +103,8 @@ class TestOneServerPerDirectory:
         first = Backend("postgresql", postgres_cluster).server(tmp_path / "data")
         first.start()
         try:
-            port = free_port()
-            second = serve(first.data_dir, port, first.database_url)
-            try:
-                assert outcome(second, port) == "exited"
-                _, err = second.communicate(timeout=60)
-            finally:
-                if second.poll() is None:
-                    second.kill()
-                    second.wait()
-            assert second.returncode == 1
+            returncode, err = refused(first.data_dir, first.database_url)
+            assert returncode == 1
             assert first.process is not None and f"in use by process {first.process.pid} on " in err
         finally:
             first.stop()
