@@ -12,6 +12,7 @@ import pytest
 
 from imagecloud.config import Settings
 from imagecloud.service import Service, Upload, build_service
+from imagecloud.service.recognizer import Recognizer
 from tests import imagegen
 
 THRESHOLD = 12
@@ -22,6 +23,11 @@ def _service(data_dir: Path) -> Service:
     service = build_service(Settings(data_dir=data_dir, words_min_targets=THRESHOLD, second_pass="off"))
     service.start()
     return service
+
+
+def _recognizer(service: Service) -> Recognizer:
+    assert isinstance(service.recognizer, Recognizer)  # the in-process index, which the word tier belongs to
+    return service.recognizer
 
 
 def _upload(data: bytes) -> Upload:
@@ -51,7 +57,7 @@ def grown(tmp_path_factory: pytest.TempPathFactory) -> Path:
     service.create_channel("big", "owner")
     for i in range(THRESHOLD + 2):
         _add(service, i)
-    service.recognizer.wait_words()
+    _recognizer(service).wait_words()
     service.stop()
     return data_dir
 
@@ -64,7 +70,7 @@ def _fresh_copy(grown: Path, tmp_path: Path) -> Path:
 
 def test_grown_channel_is_served_by_word_index(grown: Path, tmp_path: Path) -> None:
     service = _service(_fresh_copy(grown, tmp_path))
-    assert service.recognizer.word_scopes(), "the channel should be searched through the word index"
+    assert _recognizer(service).word_scopes(), "the channel should be searched through the word index"
     assert (service.settings.data_dir / "index" / "vocabulary.npz").exists()
     assert [_find(service, i) for i in range(THRESHOLD + 2)] == [f"poster{i}" for i in range(THRESHOLD + 2)]
     # A poster that was never enrolled is not mistaken for any of them.
@@ -92,6 +98,6 @@ def test_lost_word_index_is_rebuilt_from_stored_features(grown: Path, tmp_path: 
     data_dir = _fresh_copy(grown, tmp_path)
     shutil.rmtree(data_dir / "index" / "words")
     service = _service(data_dir)
-    assert service.recognizer.word_scopes()
+    assert _recognizer(service).word_scopes()
     assert _find(service, 7) == "poster7"
     assert (data_dir / "index" / "words" / "manifest.json").exists()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import cv2
 import faiss
@@ -24,6 +25,7 @@ from imagecloud.index.tiered import TieredIndex
 from imagecloud.index.words import WordIndex
 from imagecloud.recognition.search import FeatureCache, FeatureSource, Match, Searcher
 from imagecloud.recognition.settings import RecognizerSettings
+from imagecloud.storage.featurestore import FeatureStore
 from imagecloud.vision.analysis import Analyser, QueryAnalysis, TargetAnalysis
 from imagecloud.vision.features import Features
 from imagecloud.vision.rating import SelfTest
@@ -35,10 +37,52 @@ __all__ = [
     "FeatureSource",
     "Match",
     "QueryAnalysis",
+    "Recognition",
     "Recognizer",
     "RecognizerSettings",
     "TargetAnalysis",
 ]
+
+
+class Recognition(Protocol):
+    """What the service needs of recognition: analysis here, the index and its searches wherever they live.
+
+    :class:`Recognizer` keeps the index in this process (the embedded default);
+    :class:`imagecloud.cluster.recognizer.ClusterRecognizer` keeps it in index shards on a Ray cluster.
+    """
+
+    settings: RecognizerSettings
+
+    def analyse_target(self, data: bytes) -> TargetAnalysis: ...
+
+    def analyse_query(self, data: bytes) -> QueryAnalysis: ...
+
+    def rate_query(self, query: QueryAnalysis) -> int: ...
+
+    def explain_target(self, data: bytes, features_blob: bytes) -> tuple[Features, SelfTest]: ...
+
+    def start(self, store: FeatureStore) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def dependencies(self) -> dict[str, dict[str, Any]]: ...
+
+    def add(self, scope: int, target_id: int, features_blob: bytes) -> None:
+        """Returns once a search finds the target; raising means it may or may not be searchable."""
+
+    def remove(self, scope: int, target_id: int) -> None:
+        """Returns once no search finds the target."""
+
+    def drop_scope(self, scope: int) -> None: ...
+
+    def search(self, query: QueryAnalysis, scopes: Sequence[int], max_results: int = 1) -> list[Match]: ...
+
+    def similar(self, query: QueryAnalysis, scopes: Sequence[int], limit: int) -> list[Match]: ...
+
+    @property
+    def restored(self) -> int: ...
+
+    def __len__(self) -> int: ...
 
 
 class Recognizer:
@@ -85,6 +129,34 @@ class Recognizer:
 
     def explain_target(self, data: bytes, features_blob: bytes) -> tuple[Features, SelfTest]:
         return self.analyser.explain_target(data, features_blob)
+
+    # ----------------------------------------------------------------------------- start and stop
+    def start(self, store: FeatureStore) -> None:
+        """Load the index from the stored targets, reusing what the index folder kept since the last run.
+
+        Candidates whose features the index does not keep in RAM are read from ``store`` from now on.
+        """
+        if self.feature_source is None:
+            self.feature_source = store.by_id
+        if not self.indexing:
+            return
+        counts, live = store.census()
+        missing = self.open_words(counts, live)
+        if missing:
+            # Targets added since the word index was last saved (or all of them, after a crash before any
+            # save): their stored features are re-read and indexed by words.
+            self.add_words(store.stream(ids=missing))
+            self.save_words()
+        self.load(store.stream(skip_channels=self.word_scopes()))
+
+    def stop(self) -> None:
+        """Orderly shutdown: save the word index so the next start reads it instead of rebuilding it."""
+        if self.indexing:
+            self.save_words()
+
+    def dependencies(self) -> dict[str, dict[str, Any]]:
+        """Parts outside this process that recognition needs (none: the index is in this process)."""
+        return {}
 
     # ----------------------------------------------------------------------------- index upkeep
     def add(self, scope: int, target_id: int, features_blob: bytes) -> None:

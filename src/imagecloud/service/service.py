@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from sqlalchemy.orm import Session
 
 from imagecloud.config import Settings
@@ -34,7 +33,7 @@ from imagecloud.service.appkeys import AppKeys, Reader
 from imagecloud.service.auth import hash_key, key_matches, new_secret_key
 from imagecloud.service.files import Files
 from imagecloud.service.ratelimit import RateLimiter
-from imagecloud.service.recognizer import Recognizer, TargetAnalysis
+from imagecloud.service.recognizer import Recognition, TargetAnalysis
 from imagecloud.service.sweep import collect_orphans
 from imagecloud.storage import (
     BlobStore,
@@ -49,6 +48,7 @@ from imagecloud.storage import (
 )
 from imagecloud.storage import matches as match_counts
 from imagecloud.storage.blobs import BlobStoreUnavailable, new_blob_key
+from imagecloud.storage.featurestore import FeatureStore
 from imagecloud.storage.lock import DataDirLock
 from imagecloud.storage.thumbnails import ThumbnailStore
 from imagecloud.vision.rating import LEVEL_BANDS, MIN_KEYPOINTS, MIN_MATCHRATIO, MIN_REFOUND
@@ -88,7 +88,7 @@ class Service:
         settings: Settings,
         db: Database,
         blobs: BlobStore,
-        recognizer: Recognizer,
+        recognizer: Recognition,
         previews: ThumbnailStore,
     ) -> None:
         self.settings = settings
@@ -105,8 +105,6 @@ class Service:
         self.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
         self.appkeys = AppKeys(db, self._authenticate, self.rate_limiter)
         self.ready = False
-        if recognizer.feature_source is None:
-            recognizer.feature_source = self._features_by_id
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -117,14 +115,7 @@ class Service:
         # directory this process holds (a blob folder elsewhere may be shared by several servers).
         exclusive = self.data_lock is not None and self.data_lock.covers(self.settings.resolved_blob_dir)
         collect_orphans(self.db, self.blobs, self.previews, exclusive=exclusive)
-        counts, live = self._census()
-        missing = self.recognizer.open_words(counts, live)
-        if missing:
-            # Targets added since the word index was last saved (or all of them, after a crash before any
-            # save): their stored features are re-read and indexed by words.
-            self.recognizer.add_words(self._stored_features(ids=missing))
-            self.recognizer.save_words()
-        self.recognizer.load(self._stored_features(skip_channels=self.recognizer.word_scopes()))
+        self.recognizer.start(FeatureStore(self.db))
         self.ready = True
         log.info(
             "ready: %d targets indexed, %d of them from the saved index",
@@ -135,31 +126,15 @@ class Service:
     def stop(self) -> None:
         """Orderly shutdown: save the word index so the next start reads it instead of rebuilding it."""
         if self.ready:  # a start still loading has nothing complete to save
-            self.recognizer.save_words()
-
-    def _census(self) -> tuple[dict[int, int], np.ndarray]:
-        """Targets per channel, and every target id."""
-        with self.db.session() as session:
-            counts = targets.count_per_channel(session)
-            ids = np.fromiter(targets.all_ids(session), np.int64)
-        return counts, ids
-
-    def _features_by_id(self, ids: Sequence[int]) -> dict[int, bytes]:
-        with self.db.session() as session:
-            return targets.features_by_id(session, ids)
+            self.recognizer.stop()
 
     def dependencies(self) -> dict[str, dict[str, Any]]:
         """What the service needs besides its own process, each with whether it answers now (``/readyz``)."""
         return {
             "database": {"backend": self.db.dialect, "ok": self.db.ping()},
             "blobs": {"backend": self.blobs.backend, "ok": self.blobs.reachable()},
+            **self.recognizer.dependencies(),
         }
-
-    def _stored_features(
-        self, ids: Sequence[int] | None = None, skip_channels: set[int] | None = None
-    ) -> Iterator[tuple[int, int, bytes]]:
-        with self.db.session() as session:
-            yield from targets.indexed_features(session, ids, skip_channels or ())
 
     def _channel_lock(self, channel_id: int) -> threading.Lock:
         # Serialises writes inside one channel so identifier/quota checks and the insert act as one step.

@@ -140,6 +140,14 @@ def all_ids(session: Session) -> Iterator[int]:
     return (int(target_id) for target_id in session.scalars(select(Target.id)))
 
 
+def ids_per_channel(session: Session, channel_ids: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """(channel id, target id) of every target of those channels."""
+    for start in range(0, len(channel_ids), _CHUNK):
+        chunk = list(channel_ids[start : start + _CHUNK])
+        rows = session.execute(select(Target.channel_id, Target.id).where(Target.channel_id.in_(chunk)))
+        yield from ((int(channel), int(target)) for channel, target in rows)
+
+
 def features(session: Session, target_id: int) -> bytes | None:
     data = session.scalar(select(TargetFeatures.data).where(TargetFeatures.target_id == target_id))
     return None if data is None else bytes(data)
@@ -158,13 +166,22 @@ def features_by_id(session: Session, ids: Sequence[int]) -> dict[int, bytes]:
 
 
 def indexed_features(
-    session: Session, ids: Sequence[int] | None = None, skip_channels: Iterable[int] = ()
+    session: Session,
+    ids: Sequence[int] | None = None,
+    skip_channels: Iterable[int] = (),
+    channel_ids: Sequence[int] | None = None,
 ) -> Iterator[tuple[int, int, bytes]]:
     """(channel id, target id, features) of the targets among ``ids`` (all when None), except those of
-    ``skip_channels``, streamed in batches."""
+    ``skip_channels``, or else of the channels ``channel_ids``, streamed in batches."""
     if ids is not None:
         for start in range(0, len(ids), _CHUNK):
             yield from _features_where(session, Target.id.in_(list(ids[start : start + _CHUNK])))
+        return
+    if channel_ids is not None:
+        wanted = [c for c in channel_ids if c not in set(skip_channels)]
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = list(wanted[start : start + _CHUNK])
+            yield from _features_where(session, Target.channel_id.in_(chunk))
         return
     skipped = list(skip_channels)
     yield from _features_where(session, Target.channel_id.not_in(skipped) if skipped else None)
