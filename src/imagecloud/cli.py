@@ -29,6 +29,8 @@ appkey_app = typer.Typer(
 app.add_typer(appkey_app, name="appkey")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: recognition quality and speed.")
 app.add_typer(bench_app, name="bench")
+cluster_app = typer.Typer(no_args_is_help=True, help="Index shards on a Ray cluster (docs/DEPLOY.md).")
+app.add_typer(cluster_app, name="cluster")
 
 DataDir = Annotated[
     Path | None,
@@ -96,6 +98,18 @@ def serve(
             "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY.",
         ),
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="Keep the search index in shards on a Ray cluster: auto (the cluster this machine joined "
+            "with `ray start`) or HOST:PORT. Needs --database postgresql://... Env: IMAGECLOUD_CLUSTER.",
+        ),
+    ] = None,
+    shards: Annotated[
+        int | None,
+        typer.Option("--shards", help="Index shards on the cluster (default 2). Env: IMAGECLOUD_SHARDS."),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
     demo: Annotated[
@@ -113,13 +127,26 @@ def serve(
     from imagecloud.api.connections import guarded_protocol, raise_open_files_limit
     from imagecloud.api.logs import configure_logging
 
-    settings = _settings(data_dir, config, host=host, port=port, database_url=database, blobs=blobs)
+    settings = _settings(
+        data_dir,
+        config,
+        host=host,
+        port=port,
+        database_url=database,
+        blobs=blobs,
+        cluster=cluster,
+        shards=shards,
+    )
     configure_logging(log_level, as_json=settings.log_json)
     lock = _lock_data_dir(settings, "imagecloud serve")
     _reach_blob_store(settings)
     if demo:
         _prepare_demo(settings, lock)
-    service = build_service(settings)
+    try:
+        service = build_service(settings)
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=2) from None
     service.data_lock = lock
     # Room for the capped connections plus the database, blob and index files.
     raise_open_files_limit(settings.max_connections + 256)
@@ -689,6 +716,55 @@ def bench_representation(
     (out / "report.md").write_text(text)
     typer.echo(text)
     typer.echo(f"report written to {out}/report.md")
+
+
+ClusterAddress = Annotated[
+    str, typer.Option("--cluster", help="Ray cluster address: auto or HOST:PORT. Env: IMAGECLOUD_CLUSTER.")
+]
+ClusterNamespace = Annotated[
+    str,
+    typer.Option("--namespace", help="The servers' cluster_namespace. Env: IMAGECLOUD_CLUSTER_NAMESPACE."),
+]
+
+
+@cluster_app.command("status")
+def cluster_status(
+    cluster: ClusterAddress = "", namespace: ClusterNamespace = "", config: ConfigFile = None
+) -> None:
+    """List the index shards, their targets and processes; exit code 1 if one does not answer."""
+    from imagecloud.cluster.recognizer import running_shards
+
+    settings = _settings(None, config, **_cluster_overrides(cluster, namespace))
+    shards = running_shards(settings.cluster, settings.cluster_namespace)
+    if not shards:
+        typer.echo(f"no index shards in namespace {settings.cluster_namespace!r}")
+    for name, info in shards:
+        if info is None:
+            typer.echo(f"{name}: not answering")
+        else:
+            typer.echo(
+                f"{name}: {info.targets} targets, pid {info.pid}, loaded in {info.ready_seconds:.1f} s"
+            )
+    if any(info is None for _, info in shards):
+        raise typer.Exit(code=1)
+
+
+@cluster_app.command("stop")
+def cluster_stop(
+    cluster: ClusterAddress = "", namespace: ClusterNamespace = "", config: ConfigFile = None
+) -> None:
+    """End every index shard (to change the shard count); servers started next rebuild them from the
+    database."""
+    from imagecloud.cluster.recognizer import stop_shards
+
+    settings = _settings(None, config, **_cluster_overrides(cluster, namespace))
+    for name in stop_shards(settings.cluster, settings.cluster_namespace):
+        typer.echo(f"stopped {name}")
+
+
+def _cluster_overrides(cluster: str, namespace: str) -> dict[str, str]:
+    given = {"cluster": cluster, "cluster_namespace": namespace}
+    return {name: value for name, value in given.items() if value}
 
 
 def main() -> None:

@@ -48,6 +48,18 @@ class Settings(BaseSettings):
     s3_access_key_id: str = ""
     s3_secret_access_key: SecretStr = SecretStr("")
 
+    # Where the search index lives: empty means in this process (the embedded default); a Ray cluster address
+    # ("auto" for the cluster this machine joined with `ray start`, or "HOST:PORT") means in index shards on
+    # that cluster, shared by every API server started with the same address, namespace and shard count.
+    # Needs a database every server reaches (PostgreSQL). See docs/DEPLOY.md.
+    cluster: str = ""
+    shards: int = Field(default=2, ge=1)
+    cluster_namespace: str = "imagecloud"
+    # Seconds a shard may take to answer; past it the request answers 20015 (never a silent miss).
+    shard_timeout: float = Field(default=5.0, gt=0)
+    # Seconds between a shard's checks that it holds exactly the committed targets of its channels.
+    shard_reconcile_seconds: float = Field(default=30.0, ge=0)
+
     host: str = "127.0.0.1"
     port: int = 8000
 

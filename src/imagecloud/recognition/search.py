@@ -286,16 +286,19 @@ class Searcher:
         return out
 
     def _current_matches(self, views: Sequence[View], wanted: int) -> list[Match]:
-        out: list[Match] = []
-        for view in views:
-            scope, target_id = view.key
-            # A target removed while this search ran is not returned.
-            if self.catalogue.holds(target_id):
-                corners = view.corners.tolist()
-                out.append(
-                    Match(target_id=target_id, scope=scope, score=view.assessment.score, corners=corners)
-                )
-        return out[:wanted]
+        # A target removed while this search ran is not returned.
+        return matches_of(views, wanted, self.catalogue.holds)
+
+
+def matches_of(views: Sequence[View], wanted: int, holds: Callable[[int], bool]) -> list[Match]:
+    """The first ``wanted`` of ``views`` whose target is still held, as matches."""
+    out: list[Match] = []
+    for view in views:
+        scope, target_id = view.key
+        if holds(target_id):
+            corners = view.corners.tolist()
+            out.append(Match(target_id=target_id, scope=scope, score=view.assessment.score, corners=corners))
+    return out[:wanted]
 
 
 class _Budget:

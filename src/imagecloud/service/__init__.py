@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from imagecloud.config import Settings
-from imagecloud.service.recognizer import Recognizer
+from imagecloud.service.recognizer import Recognition, Recognizer
 from imagecloud.service.service import ChannelInfo, Service, Upload
 from imagecloud.storage import BlobStore, Database, LocalBlobStore
 from imagecloud.storage.thumbnails import ThumbnailStore
@@ -27,16 +27,38 @@ def open_blob_store(settings: Settings) -> BlobStore:
 
 
 def build_service(settings: Settings) -> Service:
-    """The configured database and blob store (SQLite file and local folder by default), in-process
-    recognizer."""
+    """The configured database and blob store (SQLite file and local folder by default), and the index in
+    this process or in shards on a Ray cluster."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return Service(
         settings=settings,
         db=Database(settings.resolved_database_url),
         blobs=open_blob_store(settings),
-        recognizer=Recognizer(settings.recognizer_settings(), index_dir=settings.data_dir / "index"),
+        recognizer=open_recognition(settings),
         previews=ThumbnailStore(settings.data_dir / "thumbnails"),
     )
 
 
-__all__ = ["ChannelInfo", "Service", "Upload", "build_service", "open_blob_store"]
+def open_recognition(settings: Settings) -> Recognition:
+    """The in-process index (embedded default), or the index shards of ``settings.cluster``."""
+    if not settings.cluster:
+        return Recognizer(settings.recognizer_settings(), index_dir=settings.data_dir / "index")
+    url = settings.resolved_database_url
+    if url.startswith("sqlite"):
+        raise ValueError(
+            "cluster needs a database every server and shard reaches (--database postgresql://...), "
+            "not the embedded SQLite file"
+        )
+    from imagecloud.cluster.recognizer import ClusterRecognizer, ClusterSettings
+
+    cluster = ClusterSettings(
+        address=settings.cluster,
+        shards=settings.shards,
+        namespace=settings.cluster_namespace,
+        timeout=settings.shard_timeout,
+        reconcile_seconds=settings.shard_reconcile_seconds,
+    )
+    return ClusterRecognizer(settings.recognizer_settings(), cluster, url)
+
+
+__all__ = ["ChannelInfo", "Service", "Upload", "build_service", "open_blob_store", "open_recognition"]
