@@ -321,6 +321,24 @@ class TestRefusedSettings:
         assert "Traceback" not in result.stderr
         assert not (tmp_path / "data").exists(), "nothing may be created for a refused start"
 
+    def test_a_cluster_on_the_embedded_database(self, tmp_path: Path) -> None:
+        result = self._run(tmp_path, "serve", "--cluster", "127.0.0.1:6379", "--port", str(free_port()))
+        assert result.returncode == 2
+        assert result.stderr.startswith("setting ") and "cluster needs a database" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not (tmp_path / "data").exists(), "nothing may be created for a refused start"
+
+    def test_cluster_status_without_a_cluster(self, tmp_path: Path) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "imagecloud", "cluster", "status"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={key: value for key, value in os.environ.items() if key != "IMAGECLOUD_CLUSTER"},
+        )
+        assert result.returncode == 2
+        assert "no cluster given" in result.stderr and "Traceback" not in result.stderr
+
     def test_a_value_from_the_environment(self, tmp_path: Path) -> None:
         result = self._run(tmp_path, "channel", "list", env={"IMAGECLOUD_SECOND_PASS": "sometimes"})
         assert result.returncode == 2

@@ -142,11 +142,7 @@ def serve(
     _reach_blob_store(settings)
     if demo:
         _prepare_demo(settings, lock)
-    try:
-        service = build_service(settings)
-    except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(code=2) from None
+    service = build_service(settings)
     service.data_lock = lock
     # Room for the capped connections plus the database, blob and index files.
     raise_open_files_limit(settings.max_connections + 256)
@@ -212,8 +208,8 @@ def _lock_data_dir(settings: Settings, command: str) -> DataDirLock:
 
     A server keeps its search index in memory (saved under the data directory) and sweeps unreferenced
     blob files at start, so a second one on the same directory would destroy the first one's adds in
-    flight. On PostgreSQL the database may be shared, but until the index is shared too each server needs
-    a data directory of its own.
+    flight. Servers sharing a database (and, with ``--cluster``, an index) each still keep previews there,
+    so each needs a data directory of its own.
     """
     try:
         return DataDirLock(settings.data_dir, command).acquire()
@@ -663,9 +659,35 @@ def bench_scale(
             help="Also measure the exact index (the 1,000-target baseline, sizes below the switch)."
         ),
     ] = True,
+    shards: Annotated[
+        int,
+        typer.Option(
+            help="Instead: the same targets searched in process and through this many index shards on a "
+            "Ray cluster, side by side (needs --database postgresql://...)."
+        ),
+    ] = 0,
+    database: Annotated[
+        str, typer.Option(help="With --shards: the PostgreSQL URL to store targets in.")
+    ] = "",
+    cluster: Annotated[
+        str, typer.Option(help="With --shards: a Ray cluster address (default: a local one, started here).")
+    ] = "",
+    queries: Annotated[int, typer.Option(help="With --shards: cover photos (and photos of nothing).")] = 200,
 ) -> None:
     """Recall, FindImage time, RAM per target, restart time and mixed-load p99 at 10k … 1M targets."""
     from imagecloud.bench import scale
+
+    if shards:
+        from imagecloud.bench import shards as sharded
+
+        if not database.startswith("postgresql"):
+            typer.echo("error: --shards needs --database postgresql://...", err=True)
+            raise typer.Exit(code=2)
+        sized = [int(x) for x in sizes.split(",")]
+        result = sharded.run(dataset, work, out, database, sized, shards, cluster, queries, workers)
+        typer.echo(sharded.markdown(result))
+        typer.echo(f"report written to {out}/shards.md")
+        return
 
     report = scale.run(
         dataset, work, out, [int(x) for x in sizes.split(",")], real, workers, mixed_seconds, exact=exact
@@ -734,7 +756,7 @@ def cluster_status(
     """List the index shards, their targets and processes; exit code 1 if one does not answer."""
     from imagecloud.cluster.recognizer import running_shards
 
-    settings = _settings(None, config, **_cluster_overrides(cluster, namespace))
+    settings = _cluster_settings(cluster, namespace, config)
     shards = running_shards(settings.cluster, settings.cluster_namespace)
     if not shards:
         typer.echo(f"no index shards in namespace {settings.cluster_namespace!r}")
@@ -757,14 +779,18 @@ def cluster_stop(
     database."""
     from imagecloud.cluster.recognizer import stop_shards
 
-    settings = _settings(None, config, **_cluster_overrides(cluster, namespace))
+    settings = _cluster_settings(cluster, namespace, config)
     for name in stop_shards(settings.cluster, settings.cluster_namespace):
         typer.echo(f"stopped {name}")
 
 
-def _cluster_overrides(cluster: str, namespace: str) -> dict[str, str]:
+def _cluster_settings(cluster: str, namespace: str, config: Path | None) -> Settings:
     given = {"cluster": cluster, "cluster_namespace": namespace}
-    return {name: value for name, value in given.items() if value}
+    settings = _settings(None, config, **{name: value for name, value in given.items() if value})
+    if not settings.cluster:
+        typer.echo("error: no cluster given: --cluster HOST:PORT (or IMAGECLOUD_CLUSTER)", err=True)
+        raise typer.Exit(code=2)
+    return settings
 
 
 def main() -> None:

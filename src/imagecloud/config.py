@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -174,6 +174,15 @@ class Settings(BaseSettings):
         # The server's pixel cap holds for every image it decodes, recognition's included.
         analysis = replace(settings.analysis, max_pixels=self.max_pixels)
         return replace(settings, analysis=analysis, search=search, index=index)
+
+    @model_validator(mode="after")
+    def _cluster_needs_a_shared_database(self) -> Settings:
+        if self.cluster and self.resolved_database_url.startswith("sqlite"):
+            raise ValueError(
+                "cluster needs a database every server and shard reaches (database_url postgresql://...), "
+                "not an SQLite file"
+            )
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -74,19 +74,19 @@ def poster(seed: int, title: str, width: int = 600, height: int = 800) -> np.nda
     return np.asarray(img, dtype=np.uint8)
 
 
-def _encode(image: np.ndarray, quality: int = 90) -> bytes:
+def encode(image: np.ndarray, quality: int = 90) -> bytes:
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise RuntimeError("could not encode a sample poster")
     return bytes(data.tobytes())
 
 
-def _photo_of(image: np.ndarray) -> bytes:
+def photo_of(image: np.ndarray) -> bytes:
     """A hand-held phone photo of the print: tilted, a little rolled, blurred and noisy."""
     params = ViewParams(
         tilt_deg=20, scale=0.7, rotation_deg=8, blur_sigma=0.8, noise_sigma=3, jpeg_quality=85
     )
-    return _encode(simulate_view(image, params, seed=7, out_size=(1024, 768)).image)
+    return encode(simulate_view(image, params, seed=7, out_size=(1024, 768)).image)
 
 
 def _saved_keys(path: Path) -> dict[str, str]:
@@ -136,7 +136,7 @@ def prepare(service: Service, settings: Settings) -> Demo:
     enrolled = _enrol_samples(service, folder)
     photo = folder / "photo.jpg"
     if not photo.exists():
-        photo.write_bytes(_photo_of(poster(SAMPLES[0][2], SAMPLES[0][1])))
+        photo.write_bytes(photo_of(poster(SAMPLES[0][2], SAMPLES[0][1])))
     return Demo(secretkey=secretkey, appkey=appkey, folder=folder, photo=photo, enrolled=enrolled)
 
 
@@ -149,7 +149,7 @@ def _enrol_samples(service: Service, folder: Path) -> list[str]:
     analyser = Analyser(service.recognizer.settings.analysis)
     added = []
     for identifier, title, seed in SAMPLES:
-        data = _encode(poster(seed, title))
+        data = encode(poster(seed, title))
         (folder / f"{identifier}.jpg").write_bytes(data)
         if identifier in present:
             continue

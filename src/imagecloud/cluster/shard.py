@@ -66,6 +66,7 @@ class ShardInfo:
     pid: int
     incarnation: str  # new at every (re)start of the shard
     ready_seconds: float  # how long the last (re)start took to load the index
+    rss_bytes: int  # resident memory of the shard's process
 
 
 class Shard:
@@ -142,6 +143,7 @@ class Shard:
             pid=os.getpid(),
             incarnation=self.incarnation,
             ready_seconds=self.ready_seconds,
+            rss_bytes=_rss_bytes(),
         )
 
     # ----------------------------------------------------------------------------- repair
@@ -200,6 +202,11 @@ class Shard:
             self.recognizer.remove(known, target_id)
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def photo_for_shards(query: QueryAnalysis) -> QueryAnalysis:
     """The photo's analysis without what a search does not read (the working image), to send it cheaply."""
     return replace(query, gray=np.zeros((0, 0), np.uint8))
@@ -212,4 +219,5 @@ def describe(info: ShardInfo) -> dict[str, Any]:
         "pid": info.pid,
         "incarnation": info.incarnation,
         "ready_seconds": round(info.ready_seconds, 2),
+        "rss_mb": round(info.rss_bytes / 2**20),
     }

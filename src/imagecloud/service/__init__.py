@@ -43,12 +43,6 @@ def open_recognition(settings: Settings) -> Recognition:
     """The in-process index (embedded default), or the index shards of ``settings.cluster``."""
     if not settings.cluster:
         return Recognizer(settings.recognizer_settings(), index_dir=settings.data_dir / "index")
-    url = settings.resolved_database_url
-    if url.startswith("sqlite"):
-        raise ValueError(
-            "cluster needs a database every server and shard reaches (--database postgresql://...), "
-            "not the embedded SQLite file"
-        )
     from imagecloud.cluster.recognizer import ClusterRecognizer, ClusterSettings
 
     cluster = ClusterSettings(
@@ -58,7 +52,7 @@ def open_recognition(settings: Settings) -> Recognition:
         timeout=settings.shard_timeout,
         reconcile_seconds=settings.shard_reconcile_seconds,
     )
-    return ClusterRecognizer(settings.recognizer_settings(), cluster, url)
+    return ClusterRecognizer(settings.recognizer_settings(), cluster, settings.resolved_database_url)
 
 
 __all__ = ["ChannelInfo", "Service", "Upload", "build_service", "open_blob_store", "open_recognition"]

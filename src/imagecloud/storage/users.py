@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import delete as sa_delete
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -24,3 +25,8 @@ def set_key_hash(session: Session, name: str, key_hash: str) -> bool:
     """Replace a user's key; False when there is no such user."""
     done = session.execute(update(User).where(User.name == name).values(key_hash=key_hash))
     return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
+def delete(session: Session, name: str) -> None:
+    """Remove a user with everything it owns (channels, targets, keys cascade)."""
+    session.execute(sa_delete(User).where(User.name == name))
