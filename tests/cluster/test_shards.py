@@ -106,7 +106,7 @@ class TestSharedIndex:
     def test_readyz_and_status_report_each_shard(self, deployment: Deployment) -> None:
         shards = deployment.shards()
         assert [shard["shard"] for shard in shards] == [0, 1]
-        assert all("pid" in shard for shard in shards), dump(shards)
+        assert all(shard["ok"] and "pid" in shard for shard in shards), dump(shards)
         status = deployment.cli("status")
         assert status.returncode == 0, status.stderr
         assert status.stdout.count("targets, pid") == 2, status.stdout
@@ -128,6 +128,7 @@ class Storm:
         self.removed: set[str] = set()  # answered 0 to RemoveImage
         self.busy = 0
         self.wrong: list[str] = []
+        self.missed: list[str] = []  # an acknowledged target's photo answered "no match": a silent miss
         self.stopping = threading.Event()
         self.errors: list[BaseException] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -164,13 +165,17 @@ class Storm:
             answer = body.get("identifier")
             if answer is not None and answer != probe:
                 self.wrong.append(f"photo of {probe} answered {answer}")
+            elif answer is None and body["returncode"] == 0:
+                self.missed.append(probe)
 
 
-def _ready(server: ServerProcess) -> bool:
+def _every_shard_answers(server: ServerProcess) -> bool:
     try:
-        return httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+        body = httpx.get(f"{server.url}/readyz", timeout=10).json()
     except httpx.HTTPError:
         return False
+    index = body["dependencies"]["index"]
+    return body["status"] == "ready" and not index["degraded"]
 
 
 def _wait(condition: Any, timeout: float, what: str, storm: Storm | None = None) -> None:
@@ -200,19 +205,24 @@ class TestNodeLoss:
         storm.thread.start()
         _wait(lambda: len(storm.acknowledged) >= 3, 120, "three adds acknowledged", storm)
         ray.second.kill()
+        _wait(lambda: not _every_shard_answers(deployment.servers[1]), 60, "the lost shard reported")
         # While the shard is away: its searches answer 20015, the other shard's are unaffected.
+        held = sorted(storm.acknowledged)[-1]
+        body = find_in(deployment.servers[0], storm_account, storm.posters[held].photo)
+        assert body["returncode"] == 20015 or body.get("identifier") == held, dump(body)
         _wait(lambda: storm.busy > 0, 120, "a write refused while the shard's node is down", storm)
         for server in deployment.servers:
             body = find_in(server, steady_account, steady.photo)
             assert body.get("identifier") == "steady", dump(body)
         ray.restart_second()
         for server in deployment.servers:
-            _wait(lambda server=server: _ready(server), 180, "ready again")
+            _wait(lambda server=server: _every_shard_answers(server), 180, "every shard answering again")
         _wait(lambda: len(storm.acknowledged) >= 8, 180, "adds acknowledged after the restart", storm)
         storm.stopping.set()
         storm.thread.join(timeout=120)
         assert not storm.errors, storm.errors
         assert not storm.wrong, storm.wrong
+        assert not storm.missed, f"acknowledged targets answered as no match: {storm.missed}"
         time.sleep(GRACE_SECONDS + 3 * RECONCILE_SECONDS)  # anything the shard reload missed is reconciled
 
         for identifier in sorted(storm.acknowledged):

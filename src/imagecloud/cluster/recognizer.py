@@ -162,16 +162,29 @@ class ClusterRecognizer:
         self._pool.shutdown(wait=False)
 
     def dependencies(self) -> dict[str, dict[str, Any]]:
-        """Each shard, and whether it answers now (``/readyz``)."""
+        """Each shard, and whether it answers now (``/readyz``).
+
+        The index counts as up while any shard answers: a load balancer that took every API server out of
+        rotation for one lost shard would stop the channels of all the others too. Each shard's own state
+        is listed, and ``degraded`` says that some channels answer 20015.
+        """
         shards: list[dict[str, Any]] = []
-        ok = bool(self._shards)
         for number in range(len(self._shards)):  # none before the start-up connected
             try:
-                shards.append(describe(self._call(number, "info", timeout=min(2.0, self.cluster.timeout))))
+                info = self._call(number, "info", timeout=min(2.0, self.cluster.timeout))
+                shards.append({**describe(info), "ok": True})
             except SystemBusy:
                 shards.append({"shard": number, "ok": False})
-                ok = False
-        return {"index": {"backend": "ray", "address": self.cluster.address, "ok": ok, "shards": shards}}
+        up = sum(shard["ok"] for shard in shards)
+        return {
+            "index": {
+                "backend": "ray",
+                "address": self.cluster.address,
+                "ok": up > 0,
+                "degraded": up < len(shards),
+                "shards": shards,
+            }
+        }
 
     def infos(self) -> list[ShardInfo]:
         return [self._call(number, "info") for number in range(len(self._shards))]

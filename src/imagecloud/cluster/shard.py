@@ -43,6 +43,8 @@ from imagecloud.vision.analysis import QueryAnalysis
 
 log = logging.getLogger(__name__)
 
+_FIRST_RECONCILE_SECONDS = 5.0
+
 
 @dataclass(frozen=True)
 class ShardPlan:
@@ -83,6 +85,9 @@ class Shard:
         self._touched: dict[int, float] = {}  # target -> when a caller last added, removed or resynced it
         held = self.store.live()
         self.recognizer.start(self.store)
+        # Ready means searched as it will be from now on: the IVF segments built, not some rows still in
+        # exact segments (which answer slightly differently, and slower at scale).
+        self.recognizer.wait_idle()
         self._held: dict[int, int] = held  # target -> channel, for every target the index holds
         self.ready_seconds = time.monotonic() - started
         log.info("shard %d of %d ready: %d targets", plan.number, plan.count, len(held))
@@ -172,7 +177,11 @@ class Shard:
         return added, removed
 
     def _reconcile_forever(self) -> None:
-        while not self._stopping.wait(self.plan.reconcile_seconds):
+        # The first one soon: an add acknowledged by the previous incarnation of this shard may have been
+        # committed just after this one read the database.
+        wait = min(self.plan.reconcile_seconds, _FIRST_RECONCILE_SECONDS)
+        while not self._stopping.wait(wait):
+            wait = self.plan.reconcile_seconds
             try:
                 self.reconcile()
             except Exception:  # the database may be away for a while: try again next time
