@@ -33,7 +33,7 @@ typecheck: $(VENV)/.dev-deps
 	$(BIN)/mypy
 
 unit: $(VENV)/.dev-deps
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # Long reliability runs; reports (with the machine they ran on) go to bench/results/reliability/.
 RESULTS := bench/results/reliability

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,15 +32,16 @@ def missing_reason() -> str:
 
 
 class Node:
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, env: dict[str, str]) -> None:
         self.args = args
         self.log = log
+        self.env = env
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         out = open(self.log, "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            self.args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            self.args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=self.env
         )
 
     def kill(self) -> None:
@@ -93,6 +95,11 @@ class RayCluster:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.root = Path(tempfile.mkdtemp(prefix="imagecloud-ray-"))
+        # Token authentication, with a token of this cluster's own, given to every process that joins it
+        # (nodes, servers, commands): whatever ~/.ray/auth_token a local ray.init() may have left, which
+        # would otherwise switch authentication on for some processes and not others.
+        self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        env = {**os.environ, **self.auth}
         common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--disable-usage-stats"]
         self.head = Node(
             [
@@ -109,8 +116,11 @@ class RayCluster:
                 *common,
             ],
             self.root / "head.log",
+            env,
         )
-        self.second = Node([str(ray), "start", "--address", self.address, *common], self.root / "second.log")
+        self.second = Node(
+            [str(ray), "start", "--address", self.address, *common], self.root / "second.log", env
+        )
 
     def start(self, timeout: float = 60.0) -> RayCluster:
         self.head.start()
@@ -134,6 +144,7 @@ class RayCluster:
             capture_output=True,
             text=True,
             timeout=60,
+            env={**os.environ, **self.auth},
         )
         return int(done.stdout.strip() or 0) if done.returncode == 0 else 0
 
@@ -143,7 +154,12 @@ class RayCluster:
             if self.alive_nodes() >= count:
                 return
             time.sleep(0.5)
-        logs = "\n".join(node.log.read_text(errors="replace")[-3000:] for node in (self.head, self.second))
+        logs = "\n".join(
+            node.log.read_text(errors="replace")[-3000:]
+            for node in (self.head, self.second)
+            if node.log.exists()
+        )
+        self.stop()  # a cluster that did not come up is not left running
         raise RuntimeError(f"Ray cluster did not reach {count} nodes in {timeout}s:\n{logs}")
 
     def stop(self) -> None:

@@ -137,6 +137,10 @@ def serve(
         cluster=cluster,
         shards=shards,
     )
+    problem = settings.cluster_problem()
+    if problem is not None:
+        typer.echo(f"setting cluster: {problem} (given {settings.cluster!r})", err=True)
+        raise typer.Exit(code=2)
     configure_logging(log_level, as_json=settings.log_json)
     lock = _lock_data_dir(settings, "imagecloud serve")
     _reach_blob_store(settings)

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -175,14 +175,15 @@ class Settings(BaseSettings):
         analysis = replace(settings.analysis, max_pixels=self.max_pixels)
         return replace(settings, analysis=analysis, search=search, index=index)
 
-    @model_validator(mode="after")
-    def _cluster_needs_a_shared_database(self) -> Settings:
+    def cluster_problem(self) -> str | None:
+        """Why these settings cannot serve with index shards, or None (a server's settings only: the
+        ``cluster`` commands need no database)."""
         if self.cluster and self.resolved_database_url.startswith("sqlite"):
-            raise ValueError(
+            return (
                 "cluster needs a database every server and shard reaches (database_url postgresql://...), "
                 "not an SQLite file"
             )
-        return self
+        return None
 
     @property
     def resolved_database_url(self) -> str:

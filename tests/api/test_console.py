@@ -106,3 +106,11 @@ class TestStaticConsole:
             assert response.status_code == 200, path
             assert "script-src 'self'" in response.headers["content-security-policy"]
         assert "javascript" in httpx.get(f"{server.url}/console/app.js").headers["content-type"]
+
+
+def test_favicon_is_the_logo(server: ServerProcess) -> None:
+    """Browsers ask for /favicon.ico on pages that name no icon; a 404 there is logged as a page error."""
+    response = httpx.get(f"{server.url}/favicon.ico")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("image/svg+xml")
+    assert response.content.lstrip().startswith(b"<svg") or b"<svg" in response.content[:200]

@@ -1,6 +1,8 @@
 """A two-node Ray cluster, a PostgreSQL database and two API servers sharing index shards on the cluster.
 
-Every cluster test runs in one test worker (``xdist_group``), so the suite starts one Ray cluster.
+Every test that starts a Ray cluster lives in ``test_shards.py``, and the suite distributes tests by file
+(``--dist loadfile``), so one test worker starts one Ray cluster: two Ray clusters on one host would compete
+for the same default ports.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Deployment:
             capture_output=True,
             text=True,
             timeout=120,
+            env={**os.environ, **self.ray.auth},
         )
 
 
@@ -85,6 +88,7 @@ def start_deployment(
             root / f"server{n}",
             database_url=database,
             settings=settings,
+            env=ray.auth,
             args=["--cluster", ray.address, "--shards", "2"],
         )
         for n in (1, 2)

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 
 from imagecloud.cluster.placement import shard_of
 from imagecloud.storage import channels
@@ -24,8 +23,6 @@ from tests.api.helpers import add, add_ok, find, find_in
 from tests.api.images import photo
 from tests.cluster.conftest import GRACE_SECONDS, RECONCILE_SECONDS, Deployment, dump
 from tests.server import Account, ServerProcess
-
-pytestmark = pytest.mark.xdist_group("ray")
 
 _names = itertools.count()
 _seeds = itertools.count(5000)

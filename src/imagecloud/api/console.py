@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
@@ -72,6 +72,11 @@ def install(app: FastAPI) -> None:
     async def root() -> RedirectResponse:
         # Someone opening the server's address in a browser wants the console, not a 404.
         return RedirectResponse("/console/", status_code=307)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        # Browsers ask for it on every page that names no icon (and log the 404 as an error otherwise).
+        return FileResponse(static_dir() / "logo.svg", media_type="image/svg+xml")
 
     @app.get("/console", include_in_schema=False)
     async def console_root() -> RedirectResponse:

@@ -43,6 +43,9 @@ def open_recognition(settings: Settings) -> Recognition:
     """The in-process index (embedded default), or the index shards of ``settings.cluster``."""
     if not settings.cluster:
         return Recognizer(settings.recognizer_settings(), index_dir=settings.data_dir / "index")
+    problem = settings.cluster_problem()
+    if problem is not None:
+        raise ValueError(problem)
     from imagecloud.cluster.recognizer import ClusterRecognizer, ClusterSettings
 
     cluster = ClusterSettings(
