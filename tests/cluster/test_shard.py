@@ -157,3 +157,14 @@ def test_find_reports_rival_views_for_the_caller_to_decide(world: World) -> None
     query = world.service.recognizer.analyse_query(world.photos["real"])
     views = shard.find(photo_for_shards(query), [channel], 1)
     assert {view.key[1] for view in views} == {target, twin}  # both reported, none decided here
+
+
+def test_first_round_alone_settles_a_clear_photo(world: World) -> None:
+    """What a search over several shards asks of each first: a clear photo of a print is accepted there."""
+    channel = world.channel("chan")
+    target = world.add("chan", "real")
+    world.add("chan", "other")
+    shard = _shard(world)
+    query = world.service.recognizer.analyse_query(world.photos["real"])
+    views = shard.find(photo_for_shards(query), [channel], 1, first_round=True)
+    assert {view.key[1] for view in views if view.assessment.accepted} == {target}

@@ -8,8 +8,9 @@
   :meth:`imagecloud.cluster.shard.Shard.resync` the target after the lost call, so whatever the caller
   then commits or rolls back is what the shard ends up holding.
 * A search goes to every shard holding one of its channels at once; each returns its plausible views, and
-  the answer is decided here over all of them (the competition check sees every shard's candidates). If
-  any of those shards does not answer in time the search answers 20015: never a silent miss.
+  the answer is decided here over all of them (the competition check sees every shard's candidates). Over
+  several shards it goes in two steps, the first round of each search first (see ``_findings``). If any of
+  those shards does not answer in time the search answers 20015: never a silent miss.
 
 The shards are detached, named actors in the cluster's namespace: the first API server to start creates
 them, the others find them, and Ray restarts one whose process or node dies (it then reloads from the
@@ -225,19 +226,36 @@ class ClusterRecognizer:
         return matches_of(self._findings(query, scopes, wanted).lookalikes(), wanted, _held)
 
     def _findings(self, query: QueryAnalysis, scopes: Sequence[int], wanted: int) -> Findings:
-        """Every shard's plausible views of the photo, merged."""
+        """Every shard's plausible views of the photo, merged.
+
+        One shard is asked for its whole search. Several are first asked for their searches' cheap first
+        round only: one process voting over all the channels stops after that round once the photo is
+        settled, and so does this, instead of waiting for the shards that do not hold the print to finish
+        a search of nothing. Only if no shard settled it are they all asked for the whole search (which
+        repeats the first round: a shard keeps no state between calls).
+        """
         by_shard: dict[int, list[int]] = {}
         for scope in scopes:
             by_shard.setdefault(self.shard_of(scope), []).append(scope)
         photo = photo_for_shards(query)
+        overlap = self.settings.search.acceptance.overlap
+        if len(by_shard) > 1:
+            first = Findings(overlap=overlap, views=self._gather(by_shard, photo, wanted, first_round=True))
+            if first.accepted >= wanted:
+                return first
+        return Findings(overlap=overlap, views=self._gather(by_shard, photo, wanted, first_round=False))
+
+    def _gather(
+        self, by_shard: dict[int, list[int]], photo: QueryAnalysis, wanted: int, *, first_round: bool
+    ) -> list[View]:
         calls = [
-            self._pool.submit(self._call, number, "find", photo, sorted(own), wanted)
+            self._pool.submit(self._call, number, "find", photo, sorted(own), wanted, first_round)
             for number, own in sorted(by_shard.items())
         ]
         views: list[View] = []
         for call in calls:
             views.extend(call.result())  # a shard that does not answer: SystemBusy, never a silent miss
-        return Findings(overlap=self.settings.search.acceptance.overlap, views=views)
+        return views
 
     # ----------------------------------------------------------------------------- calls
     def _call(self, number: int, method: str, *args: Any, timeout: float | None = None) -> Any:

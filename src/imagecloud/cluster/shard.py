@@ -133,10 +133,13 @@ class Shard:
         return self.incarnation
 
     # ----------------------------------------------------------------------------- searches
-    def find(self, query: QueryAnalysis, scopes: Sequence[int], wanted: int) -> list[View]:
+    def find(
+        self, query: QueryAnalysis, scopes: Sequence[int], wanted: int, first_round: bool = False
+    ) -> list[View]:
         """Every plausible view of this shard's targets in the photo (accepted or not), for the caller to
-        merge with other shards' and decide (:class:`imagecloud.recognition.findings.Findings`)."""
-        findings = self.recognizer.searcher.find(query, scopes, wanted)
+        merge with other shards' and decide (:class:`imagecloud.recognition.findings.Findings`); with
+        ``first_round``, those of the search's cheap first round only."""
+        findings = self.recognizer.searcher.find(query, scopes, wanted, first_round=first_round)
         holds = self.recognizer.index.holds
         return [view for view in findings.views if holds(view.key[1])]
 

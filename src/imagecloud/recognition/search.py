@@ -147,12 +147,20 @@ class Searcher:
         wanted = max(1, limit)
         return self._current_matches(self.find(query, scopes, wanted).lookalikes(), wanted)
 
-    def find(self, query: QueryAnalysis, scopes: Sequence[int], wanted: int) -> Findings:
-        """Vote and verify until ``wanted`` targets are accepted (plus competitors), or candidates run out."""
-        s = self.settings
+    def find(
+        self, query: QueryAnalysis, scopes: Sequence[int], wanted: int, *, first_round: bool = False
+    ) -> Findings:
+        """Vote and verify until ``wanted`` targets are accepted (plus competitors), or candidates run out.
+
+        With ``first_round``, only the cheap first voting round and its verification: what a search over
+        several index shards asks of each first (:mod:`imagecloud.cluster.recognizer`), before it asks
+        for the rest only if no shard settled the photo.
+        """
         parts = self.catalogue.parts(scopes)
-        findings = Findings(overlap=s.acceptance.overlap)
-        self._pass(query, parts, wanted, findings, second=False)
+        findings = Findings(overlap=self.settings.acceptance.overlap)
+        self._pass(query, parts, wanted, findings, second=False, first_round=first_round)
+        if first_round:
+            return findings
         if not findings.accepted and query.data and self._second_look(findings):
             dense = self.analyser.second_look(query)
             if dense is not None:
@@ -171,6 +179,7 @@ class Searcher:
         findings: Findings,
         *,
         second: bool,
+        first_round: bool = False,
     ) -> None:
         """Search each serving index in turn while fewer than ``wanted`` targets are accepted."""
         for index, scopes in parts:
@@ -181,10 +190,16 @@ class Searcher:
             elif second:
                 self._vote_second(query, index, scopes, wanted, findings)
             else:
-                self._vote_first(query, index, scopes, wanted, findings)
+                self._vote_first(query, index, scopes, wanted, findings, first_round)
 
     def _vote_first(
-        self, query: QueryAnalysis, index: VotingIndex, scopes: Sequence[int], wanted: int, findings: Findings
+        self,
+        query: QueryAnalysis,
+        index: VotingIndex,
+        scopes: Sequence[int],
+        wanted: int,
+        findings: Findings,
+        first_round: bool = False,
     ) -> None:
         s = self.settings
         limit = max(s.shortlist, wanted)
@@ -195,7 +210,7 @@ class Searcher:
         scale = first / max(1, len(desc))
         top = index.ranked(ballot, s.first_verify + s.competitors)
         self._verify_candidates(query, index, top, s.min_votes * scale, wanted, findings, tried)
-        if findings.accepted < wanted and first < len(desc):
+        if findings.accepted < wanted and first < len(desc) and not first_round:
             ballot = ballot + index.vote(desc[first:], scopes)
             self._verify_candidates(
                 query, index, index.ranked(ballot, limit), s.min_votes, wanted, findings, tried
