@@ -136,7 +136,12 @@ def measure(
         if cluster_address:
             ray.init(address=cluster_address, namespace=namespace, logging_level=logging.ERROR)
         else:  # a one-node cluster of this process's own, on the loopback interface
-            ray.init(namespace=namespace, logging_level=logging.ERROR, _node_ip_address="127.0.0.1")
+            ray.init(
+                address="local",
+                namespace=namespace,
+                logging_level=logging.ERROR,
+                _node_ip_address="127.0.0.1",
+            )
     cluster = ClusterRecognizer(
         settings,
         ClusterSettings(address=cluster_address or "auto", shards=shards, namespace=namespace, timeout=60),
