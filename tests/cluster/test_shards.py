@@ -11,10 +11,12 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 
 from imagecloud.cluster.placement import shard_of
 from imagecloud.storage import channels
@@ -99,6 +101,22 @@ class TestSharedIndex:
         for poster, identifier, channel in ((here, "here", account.channel), (there, "there", elsewhere)):
             body = find(second, account, poster.photo)  # no channel: every channel of the user
             assert body.get("identifier") == identifier and body.get("channel") == channel, dump(body)
+
+    def test_a_server_with_another_shard_count_refuses_to_start(
+        self, deployment: Deployment, tmp_path: Path
+    ) -> None:
+        first = deployment.servers[0]
+        odd = ServerProcess(
+            tmp_path / "odd",
+            database_url=first.database_url,
+            settings=first.settings,
+            env=deployment.ray.auth,
+            args=["--cluster", deployment.ray.address, "--shards", "3"],
+        )
+        with pytest.raises(RuntimeError, match="other index shards") as refused:
+            odd.start(timeout=120)
+        assert "imagecloud-shard-0-of-2" in str(refused.value)
+        assert [shard["shard"] for shard in deployment.shards()] == [0, 1]  # the running shards untouched
 
     def test_readyz_and_status_report_each_shard(self, deployment: Deployment) -> None:
         shards = deployment.shards()
