@@ -28,15 +28,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from imagecloud.cluster.placement import shard_of
 from imagecloud.cluster.shard import Shard, ShardInfo, ShardPlan, describe, photo_for_shards
 from imagecloud.errors import SystemBusy
 from imagecloud.recognition.findings import Findings, View
 from imagecloud.recognition.search import Match, matches_of
 from imagecloud.recognition.settings import RecognizerSettings
+from imagecloud.service.recognizer import Analysing
 from imagecloud.storage.featurestore import FeatureStore
-from imagecloud.vision.analysis import Analyser, QueryAnalysis, TargetAnalysis
-from imagecloud.vision.features import Features
-from imagecloud.vision.rating import SelfTest
+from imagecloud.vision.analysis import Analyser, QueryAnalysis
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,9 @@ def shard_name(number: int, count: int) -> str:
     return f"{_PREFIX}{number}-of-{count}"
 
 
-class ClusterRecognizer:
-    """:class:`imagecloud.service.recognizer.Recognition` over index shards (see the module docstring)."""
+class ClusterRecognizer(Analysing):
+    """:class:`imagecloud.service.recognizer.Recognition` over index shards (see the module docstring);
+    photos and targets are analysed in this process (:class:`imagecloud.service.recognizer.Analysing`)."""
 
     def __init__(self, settings: RecognizerSettings, cluster: ClusterSettings, database_url: str) -> None:
         self.settings = settings
@@ -68,19 +69,6 @@ class ClusterRecognizer:
         self._shards: list[Any] = []  # actor handles, by shard number
         self._connecting = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max(2, cluster.shards), thread_name_prefix="shards")
-
-    # ----------------------------------------------------------------------------- analysis (here)
-    def analyse_target(self, data: bytes) -> TargetAnalysis:
-        return self.analyser.analyse_target(data)
-
-    def analyse_query(self, data: bytes) -> QueryAnalysis:
-        return self.analyser.analyse_query(data)
-
-    def rate_query(self, query: QueryAnalysis) -> int:
-        return self.analyser.rate_query(query)
-
-    def explain_target(self, data: bytes, features_blob: bytes) -> tuple[Features, SelfTest]:
-        return self.analyser.explain_target(data, features_blob)
 
     # ----------------------------------------------------------------------------- start and stop
     def start(self, store: FeatureStore) -> None:
@@ -103,10 +91,7 @@ class ClusterRecognizer:
                 self._join(ray)
 
     def _join(self, ray: Any) -> None:
-        if not ray.is_initialized():
-            ray.init(
-                address=self.cluster.address, namespace=self.cluster.namespace, logging_level=logging.WARNING
-            )
+        _join_cluster(self.cluster.address, self.cluster.namespace)
         self._refuse_other_counts()
         self._shards = [self._create(ray, n) for n in range(self.cluster.shards)]
 
@@ -148,11 +133,8 @@ class ClusterRecognizer:
         )
 
     def _refuse_other_counts(self) -> None:
-        import ray.util
-
-        names = set(ray.util.list_named_actors(all_namespaces=False))
         ours = {shard_name(n, self.cluster.shards) for n in range(self.cluster.shards)}
-        others = sorted(n for n in names if n.startswith(_PREFIX) and n not in ours)
+        others = [name for name in _shard_names() if name not in ours]
         if others:
             raise RuntimeError(
                 f"the cluster runs other index shards ({', '.join(others)}) than the {self.cluster.shards} "
@@ -211,8 +193,6 @@ class ClusterRecognizer:
             raise
 
     def shard_of(self, scope: int) -> int:
-        from imagecloud.cluster.placement import shard_of
-
         return shard_of(scope, self.cluster.shards)
 
     # ----------------------------------------------------------------------------- searches
@@ -298,7 +278,8 @@ def _held(_target: int) -> bool:
     return True
 
 
-def _join_as_operator(address: str, namespace: str) -> Any:
+def _join_cluster(address: str, namespace: str) -> Any:
+    """This process joined to the cluster (once: Ray keeps one connection per process)."""
     import ray
 
     if not ray.is_initialized():
@@ -306,14 +287,18 @@ def _join_as_operator(address: str, namespace: str) -> Any:
     return ray
 
 
-def running_shards(address: str, namespace: str, timeout: float = 10.0) -> list[tuple[str, ShardInfo | None]]:
-    """The index shards the cluster runs in ``namespace``, each with its state (None: not answering)."""
-    ray = _join_as_operator(address, namespace)
+def _shard_names() -> list[str]:
+    """The index shards running in this process's namespace, whatever their count."""
     from ray.util import list_named_actors
 
-    names = sorted(a for a in list_named_actors(all_namespaces=False) if a.startswith(_PREFIX))
+    return sorted(name for name in list_named_actors(all_namespaces=False) if name.startswith(_PREFIX))
+
+
+def running_shards(address: str, namespace: str, timeout: float = 10.0) -> list[tuple[str, ShardInfo | None]]:
+    """The index shards the cluster runs in ``namespace``, each with its state (None: not answering)."""
+    ray = _join_cluster(address, namespace)
     found: list[tuple[str, ShardInfo | None]] = []
-    for name in names:
+    for name in _shard_names():
         try:
             found.append((name, ray.get(ray.get_actor(name).info.remote(), timeout=timeout)))
         except Exception:  # a shard restarting or gone: reported as not answering
@@ -323,10 +308,8 @@ def running_shards(address: str, namespace: str, timeout: float = 10.0) -> list[
 
 def stop_shards(address: str, namespace: str) -> list[str]:
     """End every index shard of ``namespace`` (they are rebuilt from the database when servers start)."""
-    ray = _join_as_operator(address, namespace)
-    from ray.util import list_named_actors
-
-    names = sorted(a for a in list_named_actors(all_namespaces=False) if a.startswith(_PREFIX))
+    ray = _join_cluster(address, namespace)
+    names = _shard_names()
     for name in names:
         ray.kill(ray.get_actor(name), no_restart=True)
     return names

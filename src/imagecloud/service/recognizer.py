@@ -85,7 +85,25 @@ class Recognition(Protocol):
     def __len__(self) -> int: ...
 
 
-class Recognizer:
+class Analysing:
+    """The analysis half of :class:`Recognition`: done in this process, wherever the index lives."""
+
+    analyser: Analyser
+
+    def analyse_target(self, data: bytes) -> TargetAnalysis:
+        return self.analyser.analyse_target(data)
+
+    def analyse_query(self, data: bytes) -> QueryAnalysis:
+        return self.analyser.analyse_query(data)
+
+    def rate_query(self, query: QueryAnalysis) -> int:
+        return self.analyser.rate_query(query)
+
+    def explain_target(self, data: bytes, features_blob: bytes) -> tuple[Features, SelfTest]:
+        return self.analyser.explain_target(data, features_blob)
+
+
+class Recognizer(Analysing):
     """Analysis, indexing and search of targets.
 
     ``feature_source`` reads stored features of word-index candidates when they are verified; with
@@ -116,19 +134,6 @@ class Recognizer:
     @feature_source.setter
     def feature_source(self, source: FeatureSource | None) -> None:
         self.searcher.cache.source = source
-
-    # ----------------------------------------------------------------------------- analysis
-    def analyse_target(self, data: bytes) -> TargetAnalysis:
-        return self.analyser.analyse_target(data)
-
-    def analyse_query(self, data: bytes) -> QueryAnalysis:
-        return self.analyser.analyse_query(data)
-
-    def rate_query(self, query: QueryAnalysis) -> int:
-        return self.analyser.rate_query(query)
-
-    def explain_target(self, data: bytes, features_blob: bytes) -> tuple[Features, SelfTest]:
-        return self.analyser.explain_target(data, features_blob)
 
     # ----------------------------------------------------------------------------- start and stop
     def start(self, store: FeatureStore) -> None:

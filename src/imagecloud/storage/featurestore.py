@@ -8,6 +8,7 @@ server's in-process index) or only the channels placed on one shard of a cluster
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -26,22 +27,20 @@ class FeatureStore:
 
     def census(self) -> tuple[dict[int, int], np.ndarray]:
         """Targets per channel, and every target id."""
+        if self.placed is not None:
+            live = self.live()
+            return dict(Counter(live.values())), np.fromiter(live, np.int64, len(live))
         with self.db.session() as session:
-            if self.placed is None:
-                counts = targets.count_per_channel(session)
-                return counts, np.fromiter(targets.all_ids(session), np.int64)
-            counts = {}
-            ids: list[int] = []
-            for channel, target in targets.ids_per_channel(session, self._channels(session)):
-                counts[channel] = counts.get(channel, 0) + 1
-                ids.append(target)
-            return counts, np.asarray(ids, np.int64)
+            counts = targets.count_per_channel(session)
+            return counts, np.fromiter(targets.all_ids(session), np.int64)
 
     def live(self) -> dict[int, int]:
         """Every stored target id of these channels, with its channel."""
         with self.db.session() as session:
-            placed = self._channels(session) if self.placed is not None else sorted(channels.all_ids(session))
-            return {target: channel for channel, target in targets.ids_per_channel(session, placed)}
+            return {
+                target: channel
+                for channel, target in targets.ids_per_channel(session, self._channels(session))
+            }
 
     def stream(
         self, ids: Sequence[int] | None = None, skip_channels: Iterable[int] = ()
