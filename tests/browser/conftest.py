@@ -17,6 +17,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from tests.missing import missing
 from tests.server import Account, ServerProcess
 
 CHROMIUM = "/usr/bin/chromium"
@@ -47,10 +48,10 @@ def _require_browser() -> str:
     driver = _chromedriver()
     if os.path.exists(CHROMIUM) and driver:
         return driver
-    reason = f"browser tests need {CHROMIUM} and chromedriver (apt-get install chromium chromium-driver)"
-    if os.environ.get("IMAGECLOUD_REQUIRE_BROWSER") == "1":
-        pytest.fail(reason + "; IMAGECLOUD_REQUIRE_BROWSER=1 forbids skipping")
-    pytest.skip(reason)
+    missing(
+        f"browser tests need {CHROMIUM} and chromedriver (apt-get install chromium chromium-driver)",
+        "IMAGECLOUD_REQUIRE_BROWSER",
+    )
 
 
 BrowserFactory = Callable[..., WebDriver]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests import postgres, raycluster
+from tests.missing import missing
 from tests.server import ServerProcess
 
 # Short enough that a test does not wait long for a dead shard or a reconcile.
@@ -30,9 +31,7 @@ GRACE_SECONDS = max(2 * RECONCILE_SECONDS, 4 * SHARD_TIMEOUT)
 def ray_cluster() -> Iterator[raycluster.RayCluster]:
     ray = raycluster.ray_command()
     if ray is None:
-        if os.environ.get(raycluster.REQUIRE_ENV) == "1":
-            pytest.fail(f"{raycluster.missing_reason()}; {raycluster.REQUIRE_ENV}=1 forbids skipping")
-        pytest.skip(raycluster.missing_reason())
+        missing(raycluster.missing_reason(), raycluster.REQUIRE_ENV)
     cluster = raycluster.RayCluster(ray).start()
     yield cluster
     cluster.stop()
