@@ -83,7 +83,10 @@ class TestGetImageDetail:
         assert sum(counts) == sum(rating["refound_per_view"])
         # The same self-test as AddImage (features are stored quantised, so allow a hair of difference).
         assert rating["mean_refound"] / rating["keypoints"] == pytest.approx(body["matchratio"], abs=0.01)
-        assert [b["level"] for b in rating["bands"]] == [5, 4, 3, 2]
+        bands = [(b["level"], b["min_refound"]) for b in rating["bands"]]
+        assert bands == [(5, 64), (4, 32), (3, 16), (2, 8), (1, 4)]
+        assert all(0 <= b["found_share"] <= 1 for b in rating["bands"])
+        assert rating["min_refound"] == 4 and rating["mean_refound"] >= 4
 
     def test_owner_only_and_result_codes(
         self, server: ServerProcess, account: Account, other_account: Account, poster_jpeg: bytes

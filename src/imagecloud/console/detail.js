@@ -34,19 +34,15 @@ function drawKeypoints(canvas, image, detail) {
 
 function ratingInWords(d) {
   const r = d.rating;
-  const ratio = r.keypoints ? r.mean_refound / r.keypoints : 0;
   const next = r.bands.find((b) => b.level === d.level + 1);
   const lines = [
     `We found ${formatNumber(r.keypoints)} distinctive points (corners and edges of detail) in this image.`,
-    `Then we re-photographed it ${r.views} times in simulation — tilted, rotated, smaller, blurred, noisy, darker or brighter — and looked for the same points again.`,
-    `On average ${formatNumber(r.mean_refound)} points were found again in each view: a match ratio of ${percent(d.matchratio)}.`,
+    `Then we photographed it ${r.views} times in simulation, as a phone sees a print at arm's length — tilted, rotated, dim, blurred, noisy — and looked for the same points again.`,
+    `On average ${formatNumber(r.mean_refound)} points were found again in each photo (a match ratio of ${percent(d.matchratio)}). From level 3 on, that is as many as a photo needs to be recognised.`,
   ];
   if (next) {
-    const needs = [];
-    if (d.matchratio < next.min_matchratio) needs.push(`a match ratio of at least ${percent(next.min_matchratio, 0)}`);
-    if (r.keypoints < next.min_keypoints) needs.push(`at least ${formatNumber(next.min_keypoints)} points`);
-    lines.push(`Level ${next.level} needs ${needs.join(" and ") || "a little more of both"}.`);
-    lines.push("Red points were never found again: fine noise, repeated patterns and smooth areas do that. More large, varied, high-contrast detail raises the level.");
+    lines.push(`Level ${next.level} needs ${formatNumber(next.min_refound)} points found again per photo.`);
+    lines.push("Red points were never found again: fine detail that vanishes at photo distance, repeated patterns and smooth areas do that. Large, varied, high-contrast detail over the whole image raises the level.");
   } else {
     lines.push("That is the best level: this image will be recognised easily.");
   }
@@ -75,12 +71,13 @@ export async function detailPage(view, channel, identifier) {
     h("li", { dataset: { views: c } }, h("span", { class: "swatch", style: { background: colourFor(c, r.views) } }),
       `${c === 0 ? "never" : c === r.views ? "in every view" : `in ${c} of ${r.views} views`}: ${formatNumber(n)}`)));
 
-  // ---- bands
+  // ---- bands: what each level needs, and how often targets of that level were found in simulated photos
+  const found = (b) => (b.found_share === null || b.found_share === undefined ? "–" : percent(b.found_share, 0));
   const bands = h("table", { class: "table compact", id: "bands" },
-    h("thead", {}, h("tr", {}, h("th", {}, "Level"), h("th", {}, "Match ratio ≥"), h("th", {}, "Points ≥"))),
-    h("tbody", {}, [...r.bands.map((b) => h("tr", { class: b.level === d.level ? "current" : "" },
-      h("td", {}, stars(b.level)), h("td", {}, percent(b.min_matchratio, 0)), h("td", {}, formatNumber(b.min_keypoints)))),
-    h("tr", { class: d.level === 1 ? "current" : "" }, h("td", {}, stars(1)), h("td", { colspan: 2, class: "muted" }, "anything else that is accepted"))]));
+    h("thead", {}, h("tr", {}, h("th", {}, "Level"), h("th", {}, "Points found again per photo ≥"),
+      h("th", {}, "Photos recognised"))),
+    h("tbody", {}, r.bands.map((b) => h("tr", { class: b.level === d.level ? "current" : "" },
+      h("td", {}, stars(b.level)), h("td", {}, formatNumber(b.min_refound)), h("td", {}, found(b))))));
 
   // ---- metadata editor
   const pretty = (() => {

@@ -51,7 +51,7 @@ from imagecloud.storage.blobs import BlobStoreUnavailable, new_blob_key
 from imagecloud.storage.featurestore import FeatureStore
 from imagecloud.storage.lock import DataDirLock
 from imagecloud.storage.thumbnails import ThumbnailStore
-from imagecloud.vision.rating import LEVEL_BANDS, MIN_KEYPOINTS, MIN_MATCHRATIO, MIN_REFOUND
+from imagecloud.vision.rating import FOUND_SHARE, LEVEL_BANDS, MIN_KEYPOINTS, MIN_REFOUND
 from imagecloud.vision.thumbnail import stored_previews
 
 log = logging.getLogger(__name__)
@@ -801,11 +801,10 @@ class Service:
                 "refound_per_view": test.per_view,
                 "mean_refound": round(sum(test.per_view) / max(1, test.views), 1),
                 "bands": [
-                    {"level": level, "min_matchratio": ratio, "min_keypoints": rich}
-                    for level, ratio, rich in LEVEL_BANDS
+                    {"level": level, "min_refound": minimum, "found_share": FOUND_SHARE.get(level)}
+                    for level, minimum in LEVEL_BANDS
                 ],
                 "min_keypoints": MIN_KEYPOINTS,
                 "min_refound": MIN_REFOUND,
-                "min_matchratio": MIN_MATCHRATIO,
             },
         }
