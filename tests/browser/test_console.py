@@ -218,10 +218,16 @@ class TestTargetDetail:
         )
         words = console.find_element(By.CSS_SELECTOR, "#rating-words").text
         assert f"{detail['rating']['keypoints']:,} distinctive points" in words
-        assert "re-photographed it 3 times" in words
+        assert "photographed it 3 times in simulation" in words
         assert console.find_element(By.CSS_SELECTOR, "#bands tr.current .stars").get_attribute(
             "data-level"
         ) == str(detail["level"])
+        # Each band shows how many features it needs and how often targets of that level were found.
+        rows = [row.split() for row in texts(console, "#bands tbody tr")]
+        bands = detail["rating"]["bands"]
+        assert [row[-2:] for row in rows] == [
+            [str(b["min_refound"]), f"{100 * b['found_share']:.0f}%"] for b in bands
+        ]
         assert json.loads(
             console.find_element(By.CSS_SELECTOR, "#metadata").get_attribute("value") or ""
         ) == {"title": "Spring show"}

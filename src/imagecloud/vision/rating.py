@@ -51,7 +51,7 @@ from imagecloud.vision.simulate import SimulatedView, ViewParams, view_homograph
 from imagecloud.vision.verify import VerifySettings, match_descriptors
 
 # (level, min features re-found per view), best first.
-LEVEL_BANDS: tuple[tuple[int, float], ...] = ((5, 64.0), (4, 32.0), (3, 16.0), (2, 8.0), (1, 4.0))
+LEVEL_BANDS: tuple[tuple[int, int], ...] = ((5, 64), (4, 32), (3, 16), (2, 8), (1, 4))
 MIN_KEYPOINTS = 60
 MIN_REFOUND = LEVEL_BANDS[-1][1]
 
