@@ -6,6 +6,7 @@ import itertools
 import os
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,8 +16,9 @@ import httpx
 import pytest
 
 from tests import imagegen
+from tests.api.helpers import add_ok, find
 from tests.s3 import S3Server
-from tests.server import ServerProcess, free_port, settings_env
+from tests.server import Account, ServerProcess, free_port, settings_env
 
 _names = itertools.count()
 
@@ -43,6 +45,58 @@ def list_images(server: ServerProcess, user: str, key: str, channel: str) -> int
     body = server.call("GetImages", {"username": user, "secretkey": key, "channel": channel})
     code: int = body["returncode"]
     return code
+
+
+def _ratings(server: ServerProcess, account: Account) -> dict[str, tuple[int, float, str]]:
+    """(level, matchratio, blob key) of the account's targets, read from the server's database."""
+    with sqlite3.connect(server.data_dir / "imagecloud.db") as db:
+        rows = db.execute(
+            "SELECT t.identifier, t.level, t.matchratio, t.blob_key FROM targets t "
+            "JOIN channels c ON c.id = t.channel_id WHERE c.name = ?",
+            (account.channel,),
+        ).fetchall()
+    return {identifier: (level, ratio, key) for identifier, level, ratio, key in rows}
+
+
+def _age_ratings(server: ServerProcess) -> None:
+    """What an older rating would have left behind: every target at level 5."""
+    with sqlite3.connect(server.data_dir / "imagecloud.db") as db:
+        db.execute("UPDATE targets SET level = 5, matchratio = 0.9")
+
+
+class TestRerate:
+    def test_stored_levels_become_the_current_rating_channel_by_channel(
+        self, server: ServerProcess, account: Account, other_account: Account
+    ) -> None:
+        added = {
+            "good": add_ok(server, account, "good", imagegen.encode(imagegen.poster(41))),
+            "weak": add_ok(server, account, "weak", imagegen.encode(imagegen.poster(42))),
+        }
+        other = add_ok(server, other_account, "theirs", imagegen.encode(imagegen.poster(43)))
+        # The original behind "weak" is now a blank page: today's rating would refuse it.
+        weak_key = _ratings(server, account)["weak"][2]
+        (server.data_dir / "blobs" / weak_key[:2] / weak_key).write_bytes(imagegen.encode(imagegen.blank()))
+        _age_ratings(server)
+
+        out = cli(server, "rerate", "--channel", account.channel).stdout
+        mine = _ratings(server, account)
+        assert mine["good"][:2] == (added["good"]["level"], added["good"]["matchratio"])
+        assert mine["weak"][:2] == (1, 0.0)
+        changed = sum(level != 5 for level in (added["good"]["level"], 1))
+        assert f"rated 2 targets; {changed} changed level" in out
+        assert "1 would be refused today" in out and f"{account.channel}/weak" in out
+        # Another channel is left alone until it is asked for.
+        assert _ratings(server, other_account)["theirs"][:2] == (5, 0.9)
+        cli(server, "rerate")
+        assert _ratings(server, other_account)["theirs"][:2] == (other["level"], other["matchratio"])
+        # Only the rating changed: the server, which kept running, still finds the target.
+        photo = imagegen.encode(imagegen.photo(imagegen.poster(41), 7).image)
+        assert find(server, account, photo, channel=account.channel)["identifier"] == "good"
+        assert server.call("GetImage", account.auth(identifier="good"))["level"] == added["good"]["level"]
+
+    def test_an_unknown_channel(self, server: ServerProcess) -> None:
+        result = cli(server, "rerate", "--channel", unique("nochannel"), ok=False)
+        assert result.returncode == 1 and "no channel" in result.stderr
 
 
 class TestUsers:

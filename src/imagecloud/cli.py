@@ -349,6 +349,50 @@ def find(
         raise typer.Exit(code=1)
 
 
+@app.command()
+def rerate(
+    channel: Annotated[str | None, typer.Option(help="Only this channel's targets (default: all).")] = None,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Give every stored target the level and matchratio the current rating gives (after an upgrade that
+    changed the rating). Nothing else changes; the server may keep running."""
+    from imagecloud.service import open_blob_store
+    from imagecloud.service.rerate import rerate as rerate_targets
+    from imagecloud.storage import channels
+    from imagecloud.storage.database import Database
+    from imagecloud.vision.analysis import Analyser
+
+    settings = _settings(data_dir, config)
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    channel_id = None
+    if channel is not None:
+        with db.session() as session:
+            found = channels.by_name(session, channel)
+        if found is None:
+            typer.echo(f"no channel {channel}", err=True)
+            raise typer.Exit(code=1)
+        channel_id = found.id
+    analyser = Analyser(settings.recognizer_settings().analysis)
+    done = rerate_targets(
+        db,
+        open_blob_store(settings),
+        analyser,
+        channel_id,
+        progress=lambda n: typer.echo(f"rated {n}", err=True),
+    )
+    typer.echo(f"rated {done.rated} targets; {done.changed} changed level")
+    for (old, new), count in sorted(done.moves.items(), reverse=True):
+        typer.echo(f"  level {old} -> {new}: {count}")
+    if done.refused:
+        typer.echo(f"{len(done.refused)} would be refused today; kept at level 1, better replaced:")
+        for name, identifier in done.refused:
+            typer.echo(f"  {name}/{identifier}")
+    for name, identifier, why in done.skipped:
+        typer.echo(f"skipped {name}/{identifier}: {why}")
+
+
 @app.command("import")
 def import_images(
     directory: Annotated[

@@ -206,3 +206,33 @@ def channel_features(session: Session, channel_id: int) -> Iterator[tuple[int, s
         .execution_options(yield_per=_BATCH)
     )
     yield from ((int(t), str(i), bytes(d)) for t, i, d in rows)
+
+
+def ratings_after(
+    session: Session, after_id: int, limit: int, channel_id: int | None = None
+) -> list[tuple[int, str, str, str, int, float]]:
+    """(id, channel name, identifier, blob key, level, matchratio) of up to ``limit`` targets with an id above
+    ``after_id``, in id order: pages that stay correct while targets are added and removed."""
+    query = (
+        select(Target.id, Channel.name, Target.identifier, Target.blob_key, Target.level, Target.matchratio)
+        .join(Channel, Channel.id == Target.channel_id)
+        .where(Target.id > after_id)
+        .order_by(Target.id)
+        .limit(limit)
+    )
+    if channel_id is not None:
+        query = query.where(Target.channel_id == channel_id)
+    return [
+        (int(i), str(name), str(ident), str(key), int(level), float(ratio))
+        for i, name, ident, key, level, ratio in session.execute(query)
+    ]
+
+
+def set_rating(session: Session, target_id: int, blob_key: str, level: int, matchratio: float) -> bool:
+    """Store a new rating of the target, unless its image was replaced (or it was removed) meanwhile."""
+    done = session.execute(
+        update(Target)
+        .where(Target.id == target_id, Target.blob_key == blob_key)
+        .values(level=level, matchratio=matchratio)
+    )
+    return bool(done.rowcount)  # type: ignore[attr-defined]
