@@ -629,6 +629,9 @@ def bench_levels(
     ] = Path("bench-work/levels"),
     variants: Annotated[int, typer.Option(help="Weakened variants of every image.")] = 3,
     max_images: Annotated[int | None, typer.Option(help="Use only the first N images.")] = None,
+    skip_images: Annotated[
+        int, typer.Option(help="Leave out the first N images (a set the rating was not designed on).")
+    ] = 0,
     backgrounds: Annotated[
         Path | None, typer.Option(help="Real photos to use behind the print (photo-background condition).")
     ] = None,
@@ -672,6 +675,7 @@ def bench_levels(
             out,
             variants=variants,
             max_images=max_images,
+            skip_images=skip_images,
             backgrounds=backgrounds,
             distractors=distractors,
             max_distractors=max_distractors,

@@ -38,6 +38,10 @@ class TestGrade:
             picture = cv2.imread(str(tmp_path / f"round-{t.round}" / f"{t.identifier}.jpg"))
             assert picture is not None and max(picture.shape[:2]) == levels.LONG_SIDE
 
+    def test_skip_leaves_out_the_first_images(self, images: Path, tmp_path: Path) -> None:
+        made = levels.grade(images, tmp_path, variants=1, skip_images=1, max_images=1)
+        assert {t.source for t in made} == {"poster1"}
+
     def test_weakenings_change_the_image_and_are_seeded(self) -> None:
         image = cv2.resize(imagegen.poster(4), (480, 640))
         for name, weaken in levels.WEAKENINGS:

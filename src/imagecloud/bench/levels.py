@@ -148,6 +148,7 @@ def grade(
     *,
     variants: int = 3,
     max_images: int | None = None,
+    skip_images: int = 0,
     seed: int = 0,
 ) -> list[GradedTarget]:
     """Write every image of ``images`` (at LONG_SIDE) and ``variants`` weakened copies of it.
@@ -157,6 +158,7 @@ def grade(
     equally often and every round mixes them; their strengths are seeded.
     """
     sources = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    sources = sources[skip_images:]
     if max_images is not None:
         sources = sources[:max_images]
     if not sources:
@@ -195,6 +197,7 @@ def run(
     *,
     variants: int = 3,
     max_images: int | None = None,
+    skip_images: int = 0,
     backgrounds: Path | None = None,
     distractors: Path | None = None,
     max_distractors: int | None = None,
@@ -214,7 +217,14 @@ def run(
     if not rerate:
         if work.exists():
             shutil.rmtree(work)
-        targets = grade(images, work / "targets", variants=variants, max_images=max_images, seed=seed)
+        targets = grade(
+            images,
+            work / "targets",
+            variants=variants,
+            max_images=max_images,
+            skip_images=skip_images,
+            seed=seed,
+        )
         (work / "targets.json").write_text(json.dumps([asdict(t) for t in targets], indent=1) + "\n")
     else:
         try:
