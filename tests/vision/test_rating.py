@@ -30,6 +30,14 @@ class TestRating:
         assert 0.0 < a.matchratio <= 1.0
         assert (a.width, a.height, a.format) == (480, 640, "jpeg")
 
+    def test_a_small_upload_is_photographed_at_the_size_of_any_print(self, recognizer: Recognizer) -> None:
+        # A camera sees the printed target, not its file: a 240 x 320 upload must not be rated as a thumbnail.
+        large = imagegen.poster(5, 480, 640)
+        small = cv2.resize(large, (240, 320), interpolation=cv2.INTER_AREA)
+        assert rating.view_size(240, 320) == (480, 640) and rating.view_size(900, 1200) == (900, 1200)
+        rated_small = recognizer.analyse_target(imagegen.encode(small))
+        assert rated_small.level >= recognizer.analyse_target(imagegen.encode(large)).level
+
     def test_deterministic(self, recognizer: Recognizer) -> None:
         data = imagegen.encode(imagegen.poster(2), "png")
         assert recognizer.analyse_target(data) == recognizer.analyse_target(data)
@@ -84,12 +92,12 @@ def _analysed(seed: int) -> tuple[DecodedImage, Features, FeatureExtractor]:
 
 
 class TestViews:
-    @pytest.mark.parametrize("size", [(480, 640), (900, 700), (333, 500)])
+    @pytest.mark.parametrize("size", [(480, 640), (900, 700), (333, 500), (240, 320)])
     def test_views_are_simulate_view_pixel_for_pixel(self, size: tuple[int, int]) -> None:
         """Sizes in this order grow the cached noise, then reuse it for a smaller view."""
         gray = _gray(3, *size)
         for index, params in enumerate(rating._VIEWS):
-            reference = simulate_view(gray, params, seed=index)
+            reference = simulate_view(gray, params, seed=index, out_size=rating.view_size(*size))
             for _ in range(2):  # the second render reads the noise from the cache
                 view = rating.render_view(gray, index)
                 assert np.array_equal(view.image, reference.image)
@@ -101,7 +109,8 @@ class TestViews:
             views = list(pool.map(lambda g: [rating.render_view(g, i).image for i in range(3)], grays * 3))
         for gray, rendered in zip(grays * 3, views, strict=True):
             for index, params in enumerate(rating._VIEWS):
-                assert np.array_equal(rendered[index], simulate_view(gray, params, seed=index).image)
+                size = rating.view_size(gray.shape[1], gray.shape[0])
+                assert np.array_equal(rendered[index], simulate_view(gray, params, index, size).image)
 
     def test_noise_reused_only_from_the_same_generator_state(self) -> None:
         streams = rating._NoiseStreams()  # not the shared one: this test replaces entries on purpose

@@ -1,10 +1,11 @@
 """AddImage rating: how well will this image be recognised?
 
 The rating is a self-test: the image is photographed by the seeded camera simulator the way a phone
-photographs a print at arm's length (the print fills 60% of the frame; one view steeply tilted, one dim and
-soft, one out of focus), and each view's features are matched back to the image's own features. A target
-feature counts as re-found in a view when its nearest neighbour passes the ratio test *and* lands where the
-known view homography puts it. ``refound`` is the mean number re-found per view, ``matchratio`` the same as
+photographs a print at arm's length (the print fills 60% of a frame at least 640 px long, whatever the
+size of the upload; one view steeply tilted, one dim and soft, one out of focus), and each view's features
+are matched back to the image's own features. A target feature counts as re-found in a view when its
+nearest neighbour passes the ratio test *and* lands where the known view homography puts it. ``refound``
+is the mean number re-found per view, ``matchratio`` the same as
 a fraction of the image's keypoints. This punishes exactly what hurts recognition: no texture (nothing
 detected), repetition (ambiguous neighbours fail the ratio test), fine detail (gone at photo distance) and
 small content on a plain page (few features left once the print is photo-sized).
@@ -154,8 +155,8 @@ def _refound_in_view(
     gray: np.ndarray, features: Features, scale: float, extractor: FeatureExtractor, index: int
 ) -> np.ndarray:
     """Indices of target features re-found in fixed view ``index`` (ratio test + right place)."""
-    h, w = gray.shape[:2]
     view = render_view(gray, index)
+    h, w = view.image.shape[:2]
     expected = _expected(features, scale, view.homography, extractor.settings.scale_factor)
     keypoints = detect_keypoints(extractor, view.image)
     vf = describe_keypoints(extractor, view.image, _candidates(keypoints, expected), w, h)
@@ -296,21 +297,37 @@ def describe_keypoints(
 # ------------------------------------------------------------------------------------------ views
 
 
+def view_size(width: int, height: int) -> tuple[int, int]:
+    """The frame of a self-test view: the image's size, enlarged to VIEW_LONG_SIDE when it is smaller.
+
+    A camera photographs the physical print, not the uploaded pixels: a 320-px upload printed and photographed
+    at arm's length fills as many photo pixels as a 2,000-px one. Viewing a small upload in a frame of its own
+    size would shrink its print to a thumbnail and rate the file's size instead of its content.
+    """
+    f = max(1.0, VIEW_LONG_SIDE / max(width, height))
+    return max(8, round(width * f)), max(8, round(height * f))
+
+
+VIEW_LONG_SIDE = 640  # the target working size: the views of a target analysed at that size are unchanged
+
+
 def render_view(gray: np.ndarray, index: int) -> SimulatedView:
-    """``simulate_view(gray, _VIEWS[index], seed=index)`` for a grayscale image, with cached noise.
+    """``simulate_view(gray, _VIEWS[index], seed=index, out_size=view_size(w, h))`` for a grayscale image,
+    with cached noise.
 
     Same operations in the same order, so the pixels are identical (tests/vision/test_rating.py checks it);
     only the noise is read from :data:`_NOISE` instead of being drawn again.
     """
     params = _VIEWS[index]
     h, w = gray.shape[:2]
+    size = view_size(w, h)
     rng = np.random.default_rng(index)
-    homography = view_homography(w, h, (w, h), params, rng)
+    homography = view_homography(w, h, size, params, rng)
     background = np.float32(rng.integers(40, 220))  # simulate's flat background: one draw
     warped = cv2.warpPerspective(
-        gray, homography, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        gray, homography, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
     )
-    mask = cv2.warpPerspective(np.full((h, w), 255, np.uint8), homography, (w, h), flags=cv2.INTER_LINEAR)
+    mask = cv2.warpPerspective(np.full((h, w), 255, np.uint8), homography, size, flags=cv2.INTER_LINEAR)
     alpha = mask.astype(np.float32) / 255.0
     out = warped.astype(np.float32)
     out *= alpha
@@ -321,7 +338,7 @@ def render_view(gray: np.ndarray, index: int) -> SimulatedView:
         out = np.asarray(cv2.GaussianBlur(out, (0, 0), params.blur_sigma), dtype=np.float32)
     out *= params.brightness
     if params.noise_sigma > 0:
-        out += _NOISE.take(index, rng, params.noise_sigma, (h, w))
+        out += _NOISE.take(index, rng, params.noise_sigma, (size[1], size[0]))
     np.clip(out, 0, 255, out=out)
     view = out.astype(np.uint8)
     if params.jpeg_quality > 0:
