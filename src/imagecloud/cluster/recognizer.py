@@ -203,9 +203,12 @@ class ClusterRecognizer(Analysing):
 
     def similar(self, query: QueryAnalysis, scopes: Sequence[int], limit: int) -> list[Match]:
         wanted = max(1, limit)
-        return matches_of(self._findings(query, scopes, wanted).lookalikes(), wanted, _held)
+        found = self._findings(query, scopes, wanted, second_look=False)
+        return matches_of(found.lookalikes(), wanted, _held)
 
-    def _findings(self, query: QueryAnalysis, scopes: Sequence[int], wanted: int) -> Findings:
+    def _findings(
+        self, query: QueryAnalysis, scopes: Sequence[int], wanted: int, *, second_look: bool = True
+    ) -> Findings:
         """Every shard's plausible views of the photo, merged.
 
         One shard is asked for its whole search. Several are first asked for their searches' cheap first
@@ -220,16 +223,23 @@ class ClusterRecognizer(Analysing):
         photo = photo_for_shards(query)
         overlap = self.settings.search.acceptance.overlap
         if len(by_shard) > 1:
-            first = Findings(overlap=overlap, views=self._gather(by_shard, photo, wanted, first_round=True))
+            first = Findings(overlap=overlap, views=self._gather(by_shard, photo, wanted, True, second_look))
             if first.accepted >= wanted:
                 return first
-        return Findings(overlap=overlap, views=self._gather(by_shard, photo, wanted, first_round=False))
+        return Findings(overlap=overlap, views=self._gather(by_shard, photo, wanted, False, second_look))
 
     def _gather(
-        self, by_shard: dict[int, list[int]], photo: QueryAnalysis, wanted: int, *, first_round: bool
+        self,
+        by_shard: dict[int, list[int]],
+        photo: QueryAnalysis,
+        wanted: int,
+        first_round: bool,
+        second_look: bool,
     ) -> list[View]:
         calls = [
-            self._pool.submit(self._call, number, "find", photo, sorted(own), wanted, first_round)
+            self._pool.submit(
+                self._call, number, "find", photo, sorted(own), wanted, first_round, second_look
+            )
             for number, own in sorted(by_shard.items())
         ]
         views: list[View] = []

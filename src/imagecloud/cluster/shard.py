@@ -134,12 +134,19 @@ class Shard:
 
     # ----------------------------------------------------------------------------- searches
     def find(
-        self, query: QueryAnalysis, scopes: Sequence[int], wanted: int, first_round: bool = False
+        self,
+        query: QueryAnalysis,
+        scopes: Sequence[int],
+        wanted: int,
+        first_round: bool = False,
+        second_look: bool = True,
     ) -> list[View]:
         """Every plausible view of this shard's targets in the photo (accepted or not), for the caller to
         merge with other shards' and decide (:class:`imagecloud.recognition.findings.Findings`); with
-        ``first_round``, those of the search's cheap first round only."""
-        findings = self.recognizer.searcher.find(query, scopes, wanted, first_round=first_round)
+        ``first_round``, those of the search's cheap first round only; ``second_look`` as in
+        :meth:`imagecloud.recognition.search.Searcher.find`."""
+        searcher = self.recognizer.searcher
+        findings = searcher.find(query, scopes, wanted, first_round=first_round, second_look=second_look)
         holds = self.recognizer.index.holds
         return [view for view in findings.views if holds(view.key[1])]
 

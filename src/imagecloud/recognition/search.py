@@ -140,26 +140,37 @@ class Searcher:
     def similar(self, query: QueryAnalysis, scopes: Sequence[int], limit: int) -> list[Match]:
         """Every target the photo is accepted as, best score first, even where targets compete.
 
-        The same search as :meth:`search`, without its last step: two near-identical targets fit the same
-        place in a photo, so a search answers neither, while this lists both. For telling an owner which
+        The same search as :meth:`search` without the second look (see :meth:`find`), and without its last
+        step: two near-identical targets fit the same place in a photo, so a search answers neither, while
+        this lists both. For telling an owner which
         existing targets a new image resembles (AddImage's ``similar``), never for answering a photo.
         """
         wanted = max(1, limit)
-        return self._current_matches(self.find(query, scopes, wanted).lookalikes(), wanted)
+        found = self.find(query, scopes, wanted, second_look=False)
+        return self._current_matches(found.lookalikes(), wanted)
 
     def find(
-        self, query: QueryAnalysis, scopes: Sequence[int], wanted: int, *, first_round: bool = False
+        self,
+        query: QueryAnalysis,
+        scopes: Sequence[int],
+        wanted: int,
+        *,
+        first_round: bool = False,
+        second_look: bool = True,
     ) -> Findings:
         """Vote and verify until ``wanted`` targets are accepted (plus competitors), or candidates run out.
 
         With ``first_round``, only the cheap first voting round and its verification: what a search over
         several index shards asks of each first (:mod:`imagecloud.cluster.recognizer`), before it asks
-        for the rest only if no shard settled the photo.
+        for the rest only if no shard settled the photo. Without ``second_look``, never the dense second
+        pass: for an image that is the print itself (AddImage's ``similar``), sharp and filling the frame,
+        what that pass is for (small, steep, washed-out prints in photos) cannot occur, and it is most of
+        what a search that finds nothing costs.
         """
         parts = self.catalogue.parts(scopes)
         findings = Findings(overlap=self.settings.acceptance.overlap)
         self._pass(query, parts, wanted, findings, second=False, first_round=first_round)
-        if first_round:
+        if first_round or not second_look:
             return findings
         if not findings.accepted and query.data and self._second_look(findings):
             dense = self.analyser.second_look(query)
