@@ -94,6 +94,23 @@ class TestSecondPass:
         assert [m.target_id for m in with_second] == [target]
         assert _corner_error(with_second[0], view.homography) < 12.0
 
+    def test_similar_never_looks_again(self, recognizer: Recognizer, monkeypatch: pytest.MonkeyPatch) -> None:
+        """AddImage's ``similar`` searches the upload itself: a sharp, full-frame print needs no dense second
+        look, which is most of what a search that finds nothing costs."""
+        looks: list[int] = []
+        second_look = recognizer.analyser.second_look
+
+        def counted(query: object) -> object:
+            looks.append(1)
+            return second_look(query)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(recognizer.analyser, "second_look", counted)
+        upload = recognizer.analyse_query(imagegen.encode(imagegen.poster(904)))
+        assert recognizer.similar(upload, [1], 5) == [] and looks == []
+        assert recognizer.search(upload, [1]) == [] and looks == [1]  # a photo of nothing is looked at again
+        same = recognizer.analyse_query(imagegen.encode(imagegen.poster(102)))
+        assert [m.target_id for m in recognizer.similar(same, [1], 5)] == [2]
+
     def test_unrelated_small_poster_not_matched(self, recognizer: Recognizer) -> None:
         view = imagegen.photo(imagegen.poster(903), 7, scale=0.2, out_size=(1024, 768))
         q = recognizer.analyse_query(imagegen.encode(view.image, "jpeg", 88))
