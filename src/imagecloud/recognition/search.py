@@ -220,7 +220,11 @@ class Searcher:
         ballot = index.vote(desc[:first], scopes)
         scale = first / max(1, len(desc))
         top = index.ranked(ballot, s.first_verify + s.competitors)
-        self._verify_candidates(query, index, top, s.min_votes * scale, wanted, findings, tried)
+        # Only the first_verify best are verified on their own; the others only as competitors of an accepted
+        # one. A photo of nothing would otherwise pay for all of them here, and again after the full vote.
+        self._verify_candidates(
+            query, index, top, s.min_votes * scale, wanted, findings, tried, unaccepted=s.first_verify
+        )
         if findings.accepted < wanted and first < len(desc) and not first_round:
             ballot = ballot + index.vote(desc[first:], scopes)
             self._verify_candidates(
@@ -230,19 +234,22 @@ class Searcher:
     def _vote_second(
         self, dense: QueryAnalysis, index: VotingIndex, scopes: Sequence[int], wanted: int, findings: Findings
     ) -> None:
-        """Two shortlists from one vote: the detail the first pass could not see (levels up to
-        second_vote_octaves) finds small and steep prints, whose few fine votes drown among the coarse ones;
-        all levels together find prints washed out by glare. Both are verified."""
+        """Two shortlists: the detail the first pass could not see (levels up to second_vote_octaves) finds
+        small and steep prints, whose few fine votes drown among the coarse ones; all levels together find
+        prints washed out by glare. The second is voted and verified only when some target has made a
+        plausible view by then (``findings.evidence``): a washed-out print of an enrolled target leaves one
+        in the first pass or among the fine candidates, a photo of nothing enrolled rarely does, and the
+        coarse levels' votes and their shortlist are a third of what such a photo costs."""
         s = self.settings
         limit = max(s.shortlist, wanted)
         feats = dense.features
         fine = feats.octaves <= s.second_vote_octaves
         fine_ballot = index.vote(feats.descriptors[fine], scopes)
-        ballot = fine_ballot + index.vote(feats.descriptors[~fine], scopes)
         tried: set[int] = set()
         top_fine = index.ranked(fine_ballot, s.second_fine_shortlist)
         self._verify_candidates(dense, index, top_fine, s.min_votes * fine.mean(), wanted, findings, tried)
-        if findings.accepted < wanted:
+        if findings.accepted < wanted and findings.evidence:
+            ballot = fine_ballot + index.vote(feats.descriptors[~fine], scopes)
             self._verify_candidates(
                 dense, index, index.ranked(ballot, limit), s.min_votes, wanted, findings, tried
             )
@@ -273,17 +280,24 @@ class Searcher:
         wanted: int,
         findings: Findings,
         tried: set[int],
+        unaccepted: int | None = None,
     ) -> None:
+        """Verify ``candidates`` best-voted first until the budget is spent; with ``unaccepted``, at most that
+        many while none of them has been accepted."""
         s = self.settings
         checked = _Budget(wanted, s.competitors)
         accepted_votes = 0.0
+        verified = 0
         for cand in candidates:  # best-voted first
             weak = cand.score < min_votes or cand.score < s.competitor_votes * accepted_votes
             if weak or checked.spent(findings):
                 break
+            if unaccepted is not None and not accepted_votes and verified >= unaccepted:
+                break
             if cand.target in tried:
                 continue
             tried.add(cand.target)
+            verified += 1
             target = self._features(index, [cand.target]).get(cand.target)
             if target is not None:
                 before = findings.accepted

@@ -1,0 +1,89 @@
+"""How much a search verifies and votes, stage by stage, on a real index (the cost of a photo of nothing)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from imagecloud.recognition import search
+from imagecloud.recognition.findings import Findings
+from imagecloud.service.recognizer import Recognizer
+from tests import imagegen
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> Recognizer:
+    r = Recognizer()
+    r.load(
+        (1, i, r.analyse_target(imagegen.encode(imagegen.poster(300 + i))).features_blob) for i in range(12)
+    )
+    # Every ranked candidate is worth verifying: what is counted below is then the search's own budget.
+    r.searcher.settings = dataclasses.replace(r.searcher.settings, min_votes=0.0)
+    return r
+
+
+@pytest.fixture
+def stages(recognizer: Recognizer, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[list[int]]]:
+    """Per call of the search's verification step, the targets it verified."""
+    calls: list[list[int]] = []
+    verify_candidates = search.Searcher._verify_candidates
+    check = search.Searcher._check
+
+    def recorded(self: search.Searcher, *args: object, **kwargs: object) -> None:
+        calls.append([])
+        verify_candidates(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    def checked(
+        self: search.Searcher, query: object, target: object, key: tuple[int, int], f: Findings
+    ) -> None:
+        calls[-1].append(key[1])
+        check(self, query, target, key, f)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(search.Searcher, "_verify_candidates", recorded)
+    monkeypatch.setattr(search.Searcher, "_check", checked)
+    yield calls
+
+
+def _photo(poster: int, **kwargs: float) -> bytes:
+    return imagegen.encode(imagegen.photo(imagegen.poster(poster), 3, **kwargs).image, "jpeg", 88)  # type: ignore[arg-type]
+
+
+def test_the_first_round_verifies_its_best_two_then_only_competitors(
+    recognizer: Recognizer, stages: list[list[int]]
+) -> None:
+    settings = recognizer.searcher.settings
+    assert recognizer.search(recognizer.analyse_query(_photo(999)), [1]) == []
+    assert len(stages[0]) == settings.first_verify  # nothing accepted: the other four wait for the full vote
+    # The full vote's shortlist, less what the first round already verified.
+    assert not set(stages[1]) & set(stages[0]) and 0 < len(stages[1]) <= settings.shortlist
+    stages.clear()
+    (match,) = recognizer.search(recognizer.analyse_query(_photo(305)), [1])
+    assert match.target_id == 5
+    # Accepted in the first round: only competitors of it are verified after it, and nothing more votes.
+    assert len(stages) == 1 and stages[0][0] == 5 and len(stages[0]) <= 1 + settings.competitors
+
+
+def test_the_coarse_shortlist_of_the_second_pass_needs_evidence(
+    recognizer: Recognizer, stages: list[list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    voted: list[int] = []
+    exact = recognizer.index.exact
+    vote = exact.vote
+
+    def counted(descriptors: np.ndarray, scopes: list[int]) -> object:
+        voted.append(len(descriptors))
+        return vote(descriptors, scopes)
+
+    monkeypatch.setattr(exact, "vote", counted)
+    nothing = recognizer.analyse_query(_photo(998))
+    assert recognizer.search(nothing, [1]) == []
+    # First pass in two rounds, then the second pass's fine levels; no plausible view, so no coarse levels.
+    assert len(voted) == 3 and len(stages) == 3
+    voted.clear()
+    stages.clear()
+    monkeypatch.setattr(Findings, "evidence", property(lambda self: True))
+    assert recognizer.search(nothing, [1]) == []
+    assert len(voted) == 4 and len(stages) == 4
