@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
-import numpy as np
 import pytest
 
 from imagecloud.recognition import search
@@ -64,26 +63,3 @@ def test_the_first_round_verifies_its_best_two_then_only_competitors(
     assert match.target_id == 5
     # Accepted in the first round: only competitors of it are verified after it, and nothing more votes.
     assert len(stages) == 1 and stages[0][0] == 5 and len(stages[0]) <= 1 + settings.competitors
-
-
-def test_the_coarse_shortlist_of_the_second_pass_needs_evidence(
-    recognizer: Recognizer, stages: list[list[int]], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    voted: list[int] = []
-    exact = recognizer.index.exact
-    vote = exact.vote
-
-    def counted(descriptors: np.ndarray, scopes: list[int]) -> object:
-        voted.append(len(descriptors))
-        return vote(descriptors, scopes)
-
-    monkeypatch.setattr(exact, "vote", counted)
-    nothing = recognizer.analyse_query(_photo(998))
-    assert recognizer.search(nothing, [1]) == []
-    # First pass in two rounds, then the second pass's fine levels; no plausible view, so no coarse levels.
-    assert len(voted) == 3 and len(stages) == 3
-    voted.clear()
-    stages.clear()
-    monkeypatch.setattr(Findings, "evidence", property(lambda self: True))
-    assert recognizer.search(nothing, [1]) == []
-    assert len(voted) == 4 and len(stages) == 4

@@ -234,22 +234,20 @@ class Searcher:
     def _vote_second(
         self, dense: QueryAnalysis, index: VotingIndex, scopes: Sequence[int], wanted: int, findings: Findings
     ) -> None:
-        """Two shortlists: the detail the first pass could not see (levels up to second_vote_octaves) finds
-        small and steep prints, whose few fine votes drown among the coarse ones; all levels together find
-        prints washed out by glare. The second is voted and verified only when some target has made a
-        plausible view by then (``findings.evidence``): a washed-out print of an enrolled target leaves one
-        in the first pass or among the fine candidates, a photo of nothing enrolled rarely does, and the
-        coarse levels' votes and their shortlist are a third of what such a photo costs."""
+        """Two shortlists from one vote: the detail the first pass could not see (levels up to
+        second_vote_octaves) finds small and steep prints, whose few fine votes drown among the coarse ones;
+        all levels together find prints washed out by glare. Both are verified, the second also without a
+        plausible view so far: two glare-washed covers of the development photos left none before it."""
         s = self.settings
         limit = max(s.shortlist, wanted)
         feats = dense.features
         fine = feats.octaves <= s.second_vote_octaves
         fine_ballot = index.vote(feats.descriptors[fine], scopes)
+        ballot = fine_ballot + index.vote(feats.descriptors[~fine], scopes)
         tried: set[int] = set()
         top_fine = index.ranked(fine_ballot, s.second_fine_shortlist)
         self._verify_candidates(dense, index, top_fine, s.min_votes * fine.mean(), wanted, findings, tried)
-        if findings.accepted < wanted and findings.evidence:
-            ballot = fine_ballot + index.vote(feats.descriptors[~fine], scopes)
+        if findings.accepted < wanted:
             self._verify_candidates(
                 dense, index, index.ranked(ballot, limit), s.min_votes, wanted, findings, tried
             )
