@@ -725,9 +725,24 @@ def bench_scale(
         str, typer.Option(help="With --shards: a Ray cluster address (default: a local one, started here).")
     ] = "",
     queries: Annotated[int, typer.Option(help="With --shards: cover photos (and photos of nothing).")] = 200,
+    tenants: Annotated[
+        int,
+        typer.Option(
+            help="Instead: one channel of the covers and 100 distractors, searched alone and beside this "
+            "many targets of other owners, side by side."
+        ),
+    ] = 0,
 ) -> None:
     """Recall, FindImage time, RAM per target, restart time and mixed-load p99 at 10k … 1M targets."""
     from imagecloud.bench import scale
+
+    if tenants:
+        from imagecloud.bench import tenants as crowd
+
+        crowded = crowd.run(dataset, work, out, tenants, workers=workers)
+        typer.echo(crowd.markdown(crowded))
+        typer.echo(f"report written to {out}/tenants.md")
+        return
 
     if shards:
         from imagecloud.bench import shards as sharded
