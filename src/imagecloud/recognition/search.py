@@ -142,8 +142,8 @@ class Searcher:
 
         The same search as :meth:`search` without the second look (see :meth:`find`), and without its last
         step: two near-identical targets fit the same place in a photo, so a search answers neither, while
-        this lists both. For telling an owner which
-        existing targets a new image resembles (AddImage's ``similar``), never for answering a photo.
+        this lists both. For telling an owner which existing targets a new image resembles (AddImage's
+        ``similar``), never for answering a photo.
         """
         wanted = max(1, limit)
         found = self.find(query, scopes, wanted, second_look=False)

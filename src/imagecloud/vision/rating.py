@@ -5,10 +5,10 @@ photographs a print at arm's length (the print fills 60% of a frame at least 640
 size of the upload; one view steeply tilted, one dim and soft, one out of focus), and each view's features
 are matched back to the image's own features. A target feature counts as re-found in a view when its
 nearest neighbour passes the ratio test *and* lands where the known view homography puts it. ``refound``
-is the mean number re-found per view, ``matchratio`` the same as
-a fraction of the image's keypoints. This punishes exactly what hurts recognition: no texture (nothing
-detected), repetition (ambiguous neighbours fail the ratio test), fine detail (gone at photo distance) and
-small content on a plain page (few features left once the print is photo-sized).
+is the mean number re-found per view, ``matchratio`` the same as a fraction of the image's keypoints. This
+punishes exactly what hurts recognition: no texture (nothing detected), repetition (ambiguous neighbours
+fail the ratio test), fine detail (gone at photo distance) and small content on a plain page (few features
+left once the print is photo-sized).
 
 ``level`` bands ``refound`` (that is, ``matchratio`` times the number of keypoints), anchored on what
 geometric verification needs to accept a photo, 16 inliers (``VerifySettings.min_inliers``): level 3 is
@@ -32,15 +32,16 @@ a target-sized frame) and banded the re-found *fraction*. It rated detailed cove
 features mostly vanish at photo distance, below their own blurred copies, and small logos on blank pages
 as well as covers, so the level did not predict recognition (``bench/results/levels/README.md``).
 
-Cost: three views at the target's working size, with the sensor noise of each view drawn once per process
-(``_NOISE``), and only view keypoints that could be re-finds are described and matched (``_candidates``).
+Cost: three views in a frame of the target's working size (``view_size``), with the sensor noise of each view
+drawn once per process (``_NOISE``), and only view keypoints that could be re-finds are described and matched
+(``_candidates``).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -62,42 +63,18 @@ MIN_REFOUND = LEVEL_BANDS[-1][1]
 # (bench/results/levels/README.md). The console shows it beside each band.
 FOUND_SHARE: dict[int, float] = {5: 1.0, 4: 0.981, 3: 0.946, 2: 0.69, 1: 0.487}
 
-# Fixed views so a given image always gets the same rating. Each is a photo of the print at arm's length
-# (the print's long side 60% of the frame's) through a phone camera (sensor noise, JPEG); they differ in
-# what makes a photo hard: a steep tilt, dim light with soft focus, stronger blur. Chosen among 16 candidate
-# views (two canvas sizes, flat and cluttered backgrounds) by how well their mean re-found count separated
-# the development covers and weakened copies that were always found from those that were not.
+# A photo of the print at arm's length through a phone camera: the print's long side 60% of the frame's,
+# sensor noise, JPEG. Each fixed view changes what makes a photo hard.
+_ARM_LENGTH = ViewParams(scale=0.6, noise_sigma=3, jpeg_quality=80, background="flat")
+
+# Fixed views so a given image always gets the same rating: a steep tilt, dim light with soft focus, stronger
+# blur. Chosen among 16 candidate views (two canvas sizes, flat and cluttered backgrounds) by how well their
+# mean re-found count separated the development covers and weakened copies that were always found from those
+# that were not.
 _VIEWS: tuple[ViewParams, ...] = (
-    ViewParams(
-        tilt_deg=45,
-        scale=0.6,
-        rotation_deg=30,
-        blur_sigma=1.0,
-        noise_sigma=3,
-        brightness=0.9,
-        jpeg_quality=80,
-        background="flat",
-    ),
-    ViewParams(
-        tilt_deg=20,
-        scale=0.6,
-        rotation_deg=160,
-        blur_sigma=1.8,
-        noise_sigma=3,
-        brightness=0.6,
-        jpeg_quality=80,
-        background="flat",
-    ),
-    ViewParams(
-        tilt_deg=40,
-        scale=0.6,
-        rotation_deg=-30,
-        blur_sigma=2.5,
-        noise_sigma=3,
-        brightness=1.0,
-        jpeg_quality=80,
-        background="flat",
-    ),
+    replace(_ARM_LENGTH, tilt_deg=45, rotation_deg=30, blur_sigma=1.0, brightness=0.9),
+    replace(_ARM_LENGTH, tilt_deg=20, rotation_deg=160, blur_sigma=1.8, brightness=0.6),
+    replace(_ARM_LENGTH, tilt_deg=40, rotation_deg=-30, blur_sigma=2.5, brightness=1.0),
 )
 _REFOUND_TOLERANCE = 4.0  # pixels in the view
 
@@ -297,6 +274,9 @@ def describe_keypoints(
 # ------------------------------------------------------------------------------------------ views
 
 
+VIEW_LONG_SIDE = 640  # the target working size: the views of a target analysed at that size are unchanged
+
+
 def view_size(width: int, height: int) -> tuple[int, int]:
     """The frame of a self-test view: the image's size, enlarged to VIEW_LONG_SIDE when it is smaller.
 
@@ -306,9 +286,6 @@ def view_size(width: int, height: int) -> tuple[int, int]:
     """
     f = max(1.0, VIEW_LONG_SIDE / max(width, height))
     return max(8, round(width * f)), max(8, round(height * f))
-
-
-VIEW_LONG_SIDE = 640  # the target working size: the views of a target analysed at that size are unchanged
 
 
 def render_view(gray: np.ndarray, index: int) -> SimulatedView:
