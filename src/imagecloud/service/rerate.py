@@ -54,9 +54,9 @@ def rerate(
             page = targets.ratings_after(session, after, _PAGE, channel_id)
         if not page:
             return done
-        new: list[tuple[int, str, int, float]] = []
-        refused: set[int] = set()
-        for target_id, channel, identifier, key, _, _ in page:
+        rated: list[tuple[tuple[int, str, str, str, int, float], int, float, bool]] = []  # row, new rating
+        for row in page:
+            _, channel, identifier, key, _, _ = row
             try:
                 data = blobs.get(key)
             except FileNotFoundError:
@@ -65,23 +65,17 @@ def rerate(
             try:
                 analysis = analyser.analyse_target(data)
             except FeatureInsufficient:
-                refused.add(target_id)
-                new.append((target_id, key, 1, 0.0))
+                rated.append((row, 1, 0.0, True))
             except ImageCloudError as error:  # an original that no longer decodes under today's limits
                 done.skipped.append((channel, identifier, error.wire_message))
-                continue
             else:
-                new.append((target_id, key, analysis.level, analysis.matchratio))
-        known = {
-            target_id: (channel, identifier, level) for target_id, channel, identifier, _, level, _ in page
-        }
+                rated.append((row, analysis.level, analysis.matchratio, False))
         with db.session() as session:
-            for target_id, key, level, ratio in new:
+            for (target_id, channel, identifier, key, old, _), level, ratio, refused in rated:
                 if targets.set_rating(session, target_id, key, level, ratio):
-                    channel, identifier, old = known[target_id]
                     done.rated += 1
                     done.moves[(old, level)] += 1
-                    if target_id in refused:
+                    if refused:
                         done.refused.append((channel, identifier))
         after = page[-1][0]
         progress(done.rated)
