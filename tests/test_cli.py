@@ -94,6 +94,23 @@ class TestRerate:
         assert find(server, account, photo, channel=account.channel)["identifier"] == "good"
         assert server.call("GetImage", account.auth(identifier="good"))["level"] == added["good"]["level"]
 
+    def test_a_missing_or_unreadable_original_is_skipped_and_left_as_it_was(
+        self, server: ServerProcess, account: Account
+    ) -> None:
+        for name, seed in (("gone", 44), ("garbled", 45)):
+            add_ok(server, account, name, imagegen.encode(imagegen.poster(seed)))
+        stored = _ratings(server, account)
+        gone, garbled = (
+            server.data_dir / "blobs" / k[:2] / k for k in (stored["gone"][2], stored["garbled"][2])
+        )
+        gone.unlink()
+        garbled.write_bytes(b"not an image at all")
+        out = cli(server, "rerate", "--channel", account.channel).stdout
+        assert "rated 0 targets" in out
+        assert f"skipped {account.channel}/gone: original missing" in out
+        assert f"skipped {account.channel}/garbled:" in out
+        assert _ratings(server, account) == stored
+
     def test_an_unknown_channel(self, server: ServerProcess) -> None:
         result = cli(server, "rerate", "--channel", unique("nochannel"), ok=False)
         assert result.returncode == 1 and "no channel" in result.stderr
