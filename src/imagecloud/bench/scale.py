@@ -170,14 +170,19 @@ def _distractor_words(
 # ---------------------------------------------------------------------------------------- measuring
 
 
-def _rss_bytes() -> int:
+# Shared by the scale, shards and tenants benchmarks.
+
+
+def rss_bytes() -> int:
+    """This process's resident memory."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
 
 
-def _percentiles(ms: Sequence[float]) -> dict[str, float]:
+def percentiles(ms: Sequence[float]) -> dict[str, float]:
+    """p50, p95, p99 and mean of times in milliseconds, rounded for a report."""
     if not ms:
         return {}
     a = np.asarray(ms)
@@ -190,7 +195,7 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
 
 
-def _queries(dataset: Path) -> tuple[list[tuple[Path, int]], list[Path], list[Path]]:
+def dataset_photos(dataset: Path) -> tuple[list[tuple[Path, int]], list[Path], list[Path]]:
     """(cover photo, planted id) pairs, distractor photos to enrol from, distractor photos to query."""
     targets = _images(dataset / "targets")
     ids = {p.stem: PLANTED_BASE + i for i, p in enumerate(targets)}
@@ -201,7 +206,8 @@ def _queries(dataset: Path) -> tuple[list[tuple[Path, int]], list[Path], list[Pa
     return photos, distractors[:half], distractors[half:]
 
 
-def _planted(dataset: Path, recognizer: Recognizer) -> dict[int, bytes]:
+def planted_covers(dataset: Path, recognizer: Recognizer) -> dict[int, bytes]:
+    """Features of the dataset's covers, by planted id, analysed as AddImage does."""
     targets = _images(dataset / "targets")
     return {
         PLANTED_BASE + i: recognizer.analyse_target(p.read_bytes()).features_blob
@@ -211,7 +217,7 @@ def _planted(dataset: Path, recognizer: Recognizer) -> dict[int, bytes]:
 
 def measure(dataset: Path, work: Path, size: int, exact: bool, mixed_seconds: float) -> dict[str, Any]:
     """Runs in a fresh process: open the saved index, time queries, measure RSS and mixed load."""
-    photos, _, held_out = _queries(dataset)
+    photos, _, held_out = dataset_photos(dataset)
     pool = Pool(work)
     planted_blobs = json.loads((work / "planted.json").read_text())
     planted = {int(k): bytes.fromhex(v) for k, v in planted_blobs.items()}
@@ -225,7 +231,7 @@ def measure(dataset: Path, work: Path, size: int, exact: bool, mixed_seconds: fl
         return out
 
     settings = RecognizerSettings(index=TierSettings(words_min_targets=1 if not exact else 10**9))
-    rss0 = _rss_bytes()
+    rss0 = rss_bytes()
     started = time.perf_counter()
     recognizer = Recognizer(settings, feature_source=source, index_dir=work / f"index-{size}")
     if exact:
@@ -249,7 +255,7 @@ def measure(dataset: Path, work: Path, size: int, exact: bool, mixed_seconds: fl
         missing = recognizer.open_words({SCOPE: size}, ids)
         assert not missing, f"saved index lacks {len(missing)} targets"
     ready_s = time.perf_counter() - started
-    rss1 = _rss_bytes()
+    rss1 = rss_bytes()
     words = recognizer.words
 
     # Queries, one at a time on one core (the vision pool runs one search per core).
@@ -304,10 +310,10 @@ def measure(dataset: Path, work: Path, size: int, exact: bool, mixed_seconds: fl
         "word_rank_topk": {str(k): round(float((r < k).mean()), 4) for k in (1, 10, 50, 300)}
         if len(r)
         else {},
-        "find_ms_real_photos": _percentiles(real_ms),
-        "find_ms_distractor_photos": _percentiles(held_ms),
-        "find_ms_all": _percentiles(real_ms + held_ms),
-        "word_ranking_ms": _percentiles(rank_ms),
+        "find_ms_real_photos": percentiles(real_ms),
+        "find_ms_distractor_photos": percentiles(held_ms),
+        "find_ms_all": percentiles(real_ms + held_ms),
+        "word_ranking_ms": percentiles(rank_ms),
         "posting_stats": postings,
         "mixed_load": mixed,
     }
@@ -350,7 +356,7 @@ def _mixed_load(
 
     read_only, _ = run(False)
     with_adds, added = run(True)
-    ro, wa = _percentiles(read_only), _percentiles(with_adds)
+    ro, wa = percentiles(read_only), percentiles(with_adds)
     return {
         "seconds_each": seconds,
         "read_only_search_ms": ro,
@@ -366,14 +372,14 @@ def _mixed_load(
 def prepare(dataset: Path, work: Path, sizes: Sequence[int], real: int, workers: int) -> None:
     """Analyse the corpus, train the vocabulary, build and save one word index per size."""
     work.mkdir(parents=True, exist_ok=True)
-    _, enrol_from, _ = _queries(dataset)
+    _, enrol_from, _ = dataset_photos(dataset)
     largest = max(sizes)
     n_real = min(real, largest)
     pool = Pool(work)
     print(f"analysing {n_real} real distractors", flush=True)
     pool.grow(enrol_from, n_real, workers)
     recognizer = Recognizer()
-    planted = _planted(dataset, recognizer)
+    planted = planted_covers(dataset, recognizer)
     (work / "planted.json").write_text(json.dumps({str(k): v.hex() for k, v in planted.items()}))
     vocab_path = work / "vocabulary.npz"
     settings = WordSettings()

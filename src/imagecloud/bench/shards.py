@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from imagecloud.bench import machine
-from imagecloud.bench.scale import Pool, _percentiles, _planted, _queries, _rss_bytes
+from imagecloud.bench.scale import Pool, dataset_photos, percentiles, planted_covers, rss_bytes
 from imagecloud.cluster.placement import shard_of
 from imagecloud.cluster.recognizer import ClusterRecognizer, ClusterSettings, stop_shards
 from imagecloud.recognition.search import Match
@@ -112,22 +112,22 @@ def measure(
     queries: int,
 ) -> dict[str, Any]:
     settings = with_overrides(RecognizerSettings(), {"search": {"second_pass": "off"}})
-    photos, _, held_out = _queries(dataset)
+    photos, _, held_out = dataset_photos(dataset)
     pool = Pool(work)
     db = Database(database_url)
     db.migrate()
     local = Recognizer(settings)
-    planted = _planted(dataset, local)
+    planted = planted_covers(dataset, local)
     layout = _fill(db, pool, planted, size, shards)
     mine = set(layout["channels"])
     store = FeatureStore(db, placed=lambda channel: channel in mine)
 
-    rss_before = _rss_bytes()
+    rss_before = rss_bytes()
     started = time.monotonic()
     local.start(store)
     local.wait_idle()
     local_load_s = time.monotonic() - started
-    local_rss = _rss_bytes() - rss_before
+    local_rss = rss_bytes() - rss_before
 
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     import ray
@@ -193,8 +193,8 @@ def measure(
         a, b = np.asarray(rows[key]["in-process"]), np.asarray(rows[key]["cluster"])
         same = sum(x == y for x, y in zip(answers[key]["in-process"], answers[key]["cluster"], strict=True))
         way: dict[str, Any] = {
-            "in-process": _percentiles(list(a)),
-            "cluster": _percentiles(list(b)),
+            "in-process": percentiles(list(a)),
+            "cluster": percentiles(list(b)),
             "overhead_p50_ms": round(float(np.median(b - a)), 1),
             "identical_answers": f"{same}/{len(a)}",
         }
@@ -262,7 +262,7 @@ def run(
 ) -> dict[str, Any]:
     import json
 
-    _, enrol_from, _ = _queries(dataset)
+    _, enrol_from, _ = dataset_photos(dataset)
     work.mkdir(parents=True, exist_ok=True)
     pool = Pool(work)
     pool.grow(enrol_from, max(sizes), workers)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from imagecloud.bench import machine
-from imagecloud.bench.scale import Pool, _percentiles, _planted, _queries, _rss_bytes
+from imagecloud.bench.scale import Pool, dataset_photos, percentiles, planted_covers, rss_bytes
 from imagecloud.errors import FeatureInsufficient
 from imagecloud.service.recognizer import Recognizer
 from imagecloud.vision.analysis import QueryAnalysis
@@ -44,12 +44,12 @@ def run(
     workers: int = 1,
 ) -> dict[str, Any]:
     """Build both recognizers, search every photo in each, write ``report.json`` and ``report.md``."""
-    photos, enrol_from, held_out = _queries(dataset)
+    photos, enrol_from, held_out = dataset_photos(dataset)
     work.mkdir(parents=True, exist_ok=True)
     pool = Pool(work)
     pool.grow(enrol_from, others, workers)
     alone = Recognizer()
-    channel = dict(_planted(dataset, alone))
+    channel = dict(planted_covers(dataset, alone))
     for j, path in enumerate(enrol_from[:channel_distractors]):
         try:
             channel[CHANNEL_DISTRACTOR_BASE + j] = alone.analyse_target(path.read_bytes()).features_blob
@@ -57,14 +57,14 @@ def run(
             continue
     alone.load((CHANNEL, t, blob) for t, blob in channel.items())
     alone.wait_idle()
-    rss_before = _rss_bytes()
+    rss_before = rss_bytes()
     crowded = Recognizer()
     crowded.load((CHANNEL, t, blob) for t, blob in channel.items())
     started = time.perf_counter()
     crowded.load((2 + j // others_per_channel, OTHERS_BASE + j, pool.blob(j)) for j in range(others))
     crowded.wait_idle()
     load_s = time.perf_counter() - started
-    rss_others = _rss_bytes() - rss_before
+    rss_others = rss_bytes() - rss_before
 
     covers = [(alone.analyse_query(p.read_bytes()), target) for p, target in photos]
     nothing = [alone.analyse_query(p.read_bytes()) for p in held_out]
@@ -129,8 +129,8 @@ def _summary(r: dict[str, list[Any]]) -> dict[str, Any]:
         "recall_at_1": round(float(np.mean(r["right"])), 4),
         "wrong": int(np.sum(r["wrong"])),
         "false_matches": int(np.sum(r["false"])),
-        "covers_ms": _percentiles(r["covers_ms"]),
-        "nothing_ms": _percentiles(r["nothing_ms"]),
+        "covers_ms": percentiles(r["covers_ms"]),
+        "nothing_ms": percentiles(r["nothing_ms"]),
     }
 
 
