@@ -27,6 +27,7 @@ from imagecloud import importer
 from imagecloud.config import Settings
 from imagecloud.service import build_service
 from imagecloud.storage import Channel, Target, TargetFeatures
+from imagecloud.vision.analysis import Analyser
 from tests import imagegen
 from tests.api import images
 from tests.api.helpers import jpeg
@@ -460,6 +461,19 @@ class TestLookalikes:
         pair = sorted([similar["pair.a"], similar["pair.b"]])
         assert pair[0] == "" and pair[1].startswith("pair.")
         assert "looks like old (" in report["stdout"]
+
+    def test_photo_analysis_only_for_the_search(
+        self, folders: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An import without the look-alike search (``--no-similar``) does not analyse images as photos."""
+        monkeypatch.setattr(importer, "_worker_analyser", Analyser())
+        path = str(folders[0] / "old.jpg")
+        searched = importer._analyse(path, 10_000_000, True)
+        plain = importer._analyse(path, 10_000_000, False)
+        assert isinstance(searched, importer._Analysed) and isinstance(plain, importer._Analysed)
+        assert searched.query is not None and len(searched.query.features) > 100
+        assert plain.query is None
+        assert plain.analysis.features_blob == searched.analysis.features_blob
 
     def test_in_process(self, setup: Setup, folders: tuple[Path, Path], tmp_path: Path) -> None:
         first, second = folders

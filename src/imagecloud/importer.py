@@ -315,7 +315,9 @@ def _start_worker(settings: RecognizerSettings) -> None:
     _worker_analyser = Analyser(settings.analysis)
 
 
-def _analyse(path: str, max_bytes: int) -> _Analysed | _Failed:
+def _analyse(path: str, max_bytes: int, as_photo: bool) -> _Analysed | _Failed:
+    """Analyse one file as a target and, with ``as_photo``, also as a photo for the look-alike search
+    (a third of the analysis: an import without that search does not pay for it)."""
     assert _worker_analyser is not None
     started = time.thread_time()
     try:
@@ -329,11 +331,13 @@ def _analyse(path: str, max_bytes: int) -> _Analysed | _Failed:
         return _Failed(error.returncode, error.message, error.detail or "")
     except OSError as error:
         return _Failed(ImageCloudError.returncode, ImageCloudError.message, f"cannot read: {error}")
-    try:
-        # Analysed here, in parallel, so the storing process only searches. The bytes travel once.
-        query: QueryAnalysis | None = replace(_worker_analyser.analyse_query(data), data=b"")
-    except ImageCloudError:
-        query = None
+    query: QueryAnalysis | None = None
+    if as_photo:
+        try:
+            # Analysed here, in parallel, so the storing process only searches. The bytes travel once.
+            query = replace(_worker_analyser.analyse_query(data), data=b"")
+        except ImageCloudError:
+            query = None
     return _Analysed(data, analysis, previews, time.thread_time() - started, query)
 
 
@@ -407,7 +411,7 @@ def enrol_in_process(
                 candidate = next(queue, None)
                 if candidate is None:
                     break
-                pending[pool.submit(_analyse, str(candidate.path), max_bytes)] = candidate
+                pending[pool.submit(_analyse, str(candidate.path), max_bytes, similar)] = candidate
             if not pending:
                 break
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
