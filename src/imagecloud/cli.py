@@ -787,6 +787,10 @@ def bench_representation(
     matched: Annotated[
         bool, typer.Option(help="Also measure with list lengths matched to the extrapolated scale.")
     ] = True,
+    fastscan: Annotated[
+        bool,
+        typer.Option(help="Also time FAISS fast-scan PQ codes against the binary scan at those lengths."),
+    ] = True,
     workers: Annotated[int, typer.Option(help="Processes analysing distractors.")] = os.cpu_count() or 1,
 ) -> None:
     """Share of verified photo-cover correspondences a compact binary k-NN index retrieves, and the
@@ -800,7 +804,9 @@ def bench_representation(
         nlist=nlist,
         scale=scale,
     )
-    report = representation.run(dataset, sources, work, out, images, rated, workers, plan, matched=matched)
+    report = representation.run(
+        dataset, sources, work, out, images, rated, workers, plan, matched=matched, fastscan=fastscan
+    )
     text = representation.markdown(report)
     (out / "report.md").write_text(text)
     typer.echo(text)

@@ -65,8 +65,18 @@ def test_representation_report(dataset_dir: Path, tmp_path: Path) -> None:
         assert r["top20"] == 1.0  # three covers among a few dozen pseudo-targets
     assert {r["mode"] for r in report["runs"]} == {"pool", "targets"}
     assert report["matched"] and report["density"]
+    assert {(f["code_bytes"], f["nprobe"]) for f in report["fastscan"]} == {
+        (32, 16),
+        (32, 32),
+        (16, 16),
+        (16, 32),
+    }
+    for f in report["fastscan"]:
+        assert f["images"] == 24 and f["binary_scan_ms_p50"] > 0 and f["fastscan_scan_ms_p50"] > 0
+        assert 0 <= f["agreement"] <= 1
     assert len(report["extrapolated"]) == 8
     written = json.loads((out / "report.json").read_text())
     assert written["plan"]["subsets"] == ["first-64", "refound-64"]
     text = rep.markdown(report)
     assert "| pool | 24 |" in text and "Extrapolated to 1,000 targets" in text
+    assert "fast-scan PQ over the descriptor bits" in text

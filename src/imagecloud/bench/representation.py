@@ -411,6 +411,7 @@ def ivf(quantizer: TwoLevelQuantizer, codes: np.ndarray, ids: np.ndarray, lists:
 
 DISTRACTOR_BASE = 1000  # image ids: covers 0.., distractor image i is DISTRACTOR_BASE + i
 KMAX = 10  # neighbours searched per photo descriptor; smaller k are prefixes
+FASTSCAN_IMAGES = 3000  # distractor images whose descriptors time the fast-scan comparison
 
 
 @dataclass(frozen=True)
@@ -813,6 +814,7 @@ def run(
     workers: int,
     plan: Plan,
     matched: bool = True,
+    fastscan: bool = True,
 ) -> dict[str, Any]:
     """Ground truth, distractors, and every setting of ``plan``; writes ``report.json`` to ``out``."""
     cv2.setNumThreads(1)
@@ -876,6 +878,14 @@ def run(
     save()
     if matched:
         report["matched"] = _matched(work, gt, distractors, plan, sizes)
+    save()
+    if fastscan and sizes:
+        # Lists as long as those of the extrapolated index with the largest subset (1M x 200 rows in 65,536
+        # lists: ~3,050 rows each); a few thousand images' rows are enough to time a scan.
+        images = min(largest, FASTSCAN_IMAGES)
+        per_list = plan.scale * max(s.size for s in plan.subsets) / plan.nlist
+        nlist = max(1, round(int(distractors.counts()[:images].sum()) / per_list))
+        report["fastscan"] = fastscan_costs(gt, distractors, images, nlist)
     save()
     return report
 
@@ -948,6 +958,78 @@ def _matched(
             {"mode": "matched", "images": largest, "list_target": per_list},
         )
         del rows
+    return out
+
+
+def fastscan_costs(
+    gt: GroundTruth,
+    distractors: Distractors,
+    images: int,
+    nlist: int,
+    code_bytes: Sequence[int] = (32, 16),
+    nprobes: Sequence[int] = (16, 32),
+    photos: int = 40,
+    max_distance: int = 56,
+) -> list[dict[str, Any]]:
+    """Scan cost of FAISS's SIMD fast-scan PQ codes against its binary IVF, at equal list lengths.
+
+    All descriptors of the first ``images`` distractor images go into a binary IVF (popcount distances) and
+    into an IVF-PQ fast-scan index over the descriptor bits as 0/1 floats (4-bit sub-quantizers, so
+    ``code_bytes`` 32 has one sub-quantizer per 4 bits, 16 one per 8), each with ``nlist`` lists of its own.
+    Per photo, thread CPU of the list scan alone (the coarse step is timed apart), and ``agreement``: the
+    share of the binary index's k = 3 neighbours within ``max_distance`` that the fast-scan index
+    also returns.
+    """
+    desc = distractors.descriptors()
+    counts = distractors.counts()[:images]
+    rows = np.concatenate([np.asarray(desc[i, : counts[i]]) for i in range(images)])
+    ids = np.arange(len(rows), dtype=np.int64)
+    sample = rows[np.random.default_rng(0).choice(len(rows), min(len(rows), nlist * 40), replace=False)]
+    binary = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(BITS), BITS, nlist)
+    binary.train(sample)
+    binary.add_with_ids(rows, ids)
+    queries = [np.ascontiguousarray(x) for x in gt.photo_desc[:photos]]
+    out: list[dict[str, Any]] = []
+    for size in code_bytes:
+        fast: Any = faiss.IndexIVFPQFastScan(faiss.IndexFlatL2(BITS), BITS, nlist, 2 * size, 4)
+        fast.by_residual = False  # one lookup table per photo descriptor, as the binary scan needs none
+        fast.train(_unpack(sample))
+        for a in range(0, len(rows), 250_000):
+            fast.add_with_ids(_unpack(rows[a : a + 250_000]), ids[a : a + 250_000])
+        for nprobe in nprobes:
+            binary.nprobe = fast.nprobe = nprobe
+            coarse, scan_binary, scan_fast = [], [], []
+            agree = total = 0
+            for x in queries:
+                t = time.thread_time()
+                dq, lq = binary.quantizer.search(x, nprobe)
+                coarse.append(time.thread_time() - t)
+                t = time.thread_time()
+                db, ib = binary.search_preassigned(x, 3, lq, dq)
+                scan_binary.append(time.thread_time() - t)
+                xf = _unpack(x)
+                dqf, lqf = fast.quantizer.search(xf, nprobe)
+                t = time.thread_time()
+                _, i_fast = fast.search_preassigned(xf, 3, lqf, dqf)
+                scan_fast.append(time.thread_time() - t)
+                near = (ib >= 0) & (db <= max_distance)
+                agree += int(((i_fast[:, :, None] == ib[:, None, :]).any(axis=1) & near).sum())
+                total += int(near.sum())
+            out.append(
+                {
+                    "images": images,
+                    "rows": len(rows),
+                    "rows_per_list": len(rows) / nlist,
+                    "code_bytes": size,
+                    "nprobe": nprobe,
+                    "coarse_ms_p50": 1000 * float(np.median(coarse)),
+                    "binary_scan_ms_p50": 1000 * float(np.median(scan_binary)),
+                    "fastscan_scan_ms_p50": 1000 * float(np.median(scan_fast)),
+                    "agreement": agree / max(total, 1),
+                }
+            )
+            _log(f"fast-scan {out[-1]}")
+        del fast
     return out
 
 
@@ -1039,6 +1121,20 @@ def markdown(report: dict[str, Any], max_distance: int = 56) -> str:
             f"{r['true_votes_p50']:.0f} / {r['best_other_votes_p50']:.0f} | "
             f"{r['search_cpu_ms_p50']:.1f} / {r['search_cpu_ms_p95']:.1f} |"
         )
+    if report.get("fastscan"):
+        lines += [
+            "",
+            "## Scan cost: binary IVF against fast-scan PQ over the descriptor bits (CPU ms per photo)",
+            "",
+            "| rows | rows/list | code bytes | nprobe | coarse | binary scan | fast-scan scan | agreement |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for f in report["fastscan"]:
+            lines.append(
+                f"| {f['rows']:,} | {f['rows_per_list']:.0f} | {f['code_bytes']} | {f['nprobe']} | "
+                f"{f['coarse_ms_p50']:.1f} | {f['binary_scan_ms_p50']:.1f} | "
+                f"{f['fastscan_scan_ms_p50']:.1f} | {_pct(f['agreement'])} |"
+            )
     lines += [
         "",
         f"## Extrapolated to {plan['scale']:,} targets (trend over log(targets' worth), all sizes)",
