@@ -203,11 +203,11 @@ class ClusterRecognizer(Analysing):
 
     def similar(self, query: QueryAnalysis, scopes: Sequence[int], limit: int) -> list[Match]:
         wanted = max(1, limit)
-        found = self._findings(query, scopes, wanted, second_look=False)
+        found = self._findings(query, scopes, wanted, upload=True)
         return matches_of(found.lookalikes(), wanted, _held)
 
     def _findings(
-        self, query: QueryAnalysis, scopes: Sequence[int], wanted: int, *, second_look: bool = True
+        self, query: QueryAnalysis, scopes: Sequence[int], wanted: int, *, upload: bool = False
     ) -> Findings:
         """Every shard's plausible views of the photo, merged.
 
@@ -223,10 +223,10 @@ class ClusterRecognizer(Analysing):
         photo = photo_for_shards(query)
         overlap = self.settings.search.acceptance.overlap
         if len(by_shard) > 1:
-            first = Findings(overlap=overlap, views=self._gather(by_shard, photo, wanted, True, second_look))
+            first = Findings(overlap=overlap, views=self._gather(by_shard, photo, wanted, True, upload))
             if first.accepted >= wanted:
                 return first
-        return Findings(overlap=overlap, views=self._gather(by_shard, photo, wanted, False, second_look))
+        return Findings(overlap=overlap, views=self._gather(by_shard, photo, wanted, False, upload))
 
     def _gather(
         self,
@@ -234,12 +234,10 @@ class ClusterRecognizer(Analysing):
         photo: QueryAnalysis,
         wanted: int,
         first_round: bool,
-        second_look: bool,
+        upload: bool,
     ) -> list[View]:
         calls = [
-            self._pool.submit(
-                self._call, number, "find", photo, sorted(own), wanted, first_round, second_look
-            )
+            self._pool.submit(self._call, number, "find", photo, sorted(own), wanted, first_round, upload)
             for number, own in sorted(by_shard.items())
         ]
         views: list[View] = []

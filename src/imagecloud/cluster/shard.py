@@ -139,14 +139,14 @@ class Shard:
         scopes: Sequence[int],
         wanted: int,
         first_round: bool = False,
-        second_look: bool = True,
+        upload: bool = False,
     ) -> list[View]:
         """Every plausible view of this shard's targets in the photo (accepted or not), for the caller to
         merge with other shards' and decide (:class:`imagecloud.recognition.findings.Findings`); with
-        ``first_round``, those of the search's cheap first round only; ``second_look`` as in
+        ``first_round``, those of the search's cheap first round only; ``upload`` as in
         :meth:`imagecloud.recognition.search.Searcher.find`."""
         searcher = self.recognizer.searcher
-        findings = searcher.find(query, scopes, wanted, first_round=first_round, second_look=second_look)
+        findings = searcher.find(query, scopes, wanted, first_round=first_round, upload=upload)
         holds = self.recognizer.index.holds
         return [view for view in findings.views if holds(view.key[1])]
 
