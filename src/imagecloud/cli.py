@@ -700,9 +700,20 @@ def bench_scale(
     ] = Path("bench-work/scale"),
     out: Annotated[Path, typer.Option(help="Report folder.")] = Path("bench/results/scale"),
     sizes: Annotated[str, typer.Option(help="Comma-separated target counts.")] = "10000,100000,1000000",
+    sources: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--source",
+            help="Folder of real photos to render distractors from (repeatable), besides the first half "
+            "of the dataset's distractor photos.",
+        ),
+    ] = None,
     real: Annotated[
-        int, typer.Option(help="Distractors analysed from real photos; the rest are variants.")
-    ] = 30_000,
+        int,
+        typer.Option(
+            help="Distractors rendered and analysed, the rest word-level variants (0: all rendered)."
+        ),
+    ] = 0,
     workers: Annotated[int, typer.Option(help="Processes analysing distractors.")] = os.cpu_count() or 1,
     mixed_seconds: Annotated[float, typer.Option(help="Seconds of each half of the mixed-load test.")] = 30.0,
     exact: Annotated[
@@ -736,10 +747,11 @@ def bench_scale(
     """Recall, FindImage time, RAM per target, restart time and mixed-load p99 at 10k … 1M targets."""
     from imagecloud.bench import scale
 
+    sources = sources or []
     if tenants:
         from imagecloud.bench import tenants as crowd
 
-        crowded = crowd.run(dataset, work, out, tenants, workers=workers)
+        crowded = crowd.run(dataset, work, out, tenants, workers=workers, sources=sources)
         typer.echo(crowd.markdown(crowded))
         typer.echo(f"report written to {out}/tenants.md")
         return
@@ -751,13 +763,23 @@ def bench_scale(
             typer.echo("error: --shards needs --database postgresql://...", err=True)
             raise typer.Exit(code=2)
         sized = [int(x) for x in sizes.split(",")]
-        result = sharded.run(dataset, work, out, database, sized, shards, cluster, queries, workers)
+        result = sharded.run(
+            dataset, work, out, database, sized, shards, cluster, queries, workers, sources=sources
+        )
         typer.echo(sharded.markdown(result))
         typer.echo(f"report written to {out}/shards.md")
         return
 
     report = scale.run(
-        dataset, work, out, [int(x) for x in sizes.split(",")], real, workers, mixed_seconds, exact=exact
+        dataset,
+        work,
+        out,
+        [int(x) for x in sizes.split(",")],
+        real,
+        workers,
+        mixed_seconds,
+        exact=exact,
+        sources=sources,
     )
     typer.echo(scale.markdown(report))
     typer.echo(f"report written to {out}/report.md")

@@ -45,14 +45,15 @@ def identifier_for(path: Path) -> str:
     return name if len(name) >= 3 else name.ljust(3, "_")
 
 
-def _images(folder: Path) -> list[Path]:
+def images_in(folder: Path) -> list[Path]:
+    """The JPEG and PNG files of ``folder``, sorted by name (none when there is no such folder)."""
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def load_dataset(root: Path) -> Dataset:
-    targets = {identifier_for(path): path for path in _images(root / "targets")}
+    targets = {identifier_for(path): path for path in images_in(root / "targets")}
     if not targets:
         raise ValueError(f"{root}/targets holds no JPEG or PNG files")
     queries: list[Query] = []
@@ -64,7 +65,7 @@ def load_dataset(root: Path) -> Dataset:
                 target = identifier_for(Path(row["target"]))
                 conditions = {key: value for key, value in row.items() if key not in ("query", "target")}
                 queries.append(Query(path=path, target=target, conditions=conditions))
-    return Dataset(root=root, targets=targets, queries=queries, distractors=_images(root / "distractors"))
+    return Dataset(root=root, targets=targets, queries=queries, distractors=images_in(root / "distractors"))
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class NegativeSet:
 def load_negatives(root: Path) -> NegativeSet:
     listing = root / "split.csv"
     if not listing.exists():
-        photos = _images(root)
+        photos = images_in(root)
         if not photos:
             raise ValueError(f"{root} holds no JPEG or PNG files and no split.csv")
         return NegativeSet(root=root, enrol=[], queries=photos)

@@ -43,6 +43,8 @@ import faiss
 import numpy as np
 
 from imagecloud.bench import machine
+from imagecloud.bench.corpus import render
+from imagecloud.bench.dataset import images_in
 from imagecloud.recognition.settings import RecognizerSettings
 from imagecloud.vision.decode import decode_image
 from imagecloud.vision.features import FeatureExtractor, Features
@@ -54,13 +56,6 @@ CODE = BITS // 8
 KEEP = RecognizerSettings().analysis.features.keep  # descriptors stored per target
 KP_BITS = 10  # index ids: (target << KP_BITS) | keypoint
 assert KEEP <= 1 << KP_BITS
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-
-
-def _images(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 # ---------------------------------------------------------------------------------------- ground truth
@@ -104,7 +99,7 @@ def ground_truth(dataset: Path) -> GroundTruth:
     settings = full.analysis
     target_extractor = FeatureExtractor(settings.features)
     photo_extractor = FeatureExtractor(settings.query_features)
-    covers = _images(dataset / "targets")
+    covers = images_in(dataset / "targets")
     index = {p.stem: i for i, p in enumerate(covers)}
     cover_feats: list[Features] = []
     refound: list[np.ndarray] = []
@@ -145,63 +140,6 @@ def ground_truth(dataset: Path) -> GroundTruth:
 
 
 # ---------------------------------------------------------------------------------------- distractors
-
-
-def _read_bgr(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"cannot read {path}")
-    return img
-
-
-def _recolour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Per-channel gains and a gamma: a colour change that also changes the grey levels."""
-    gains = rng.uniform(0.75, 1.25, 3)
-    gamma = rng.uniform(0.7, 1.4)
-    out = (img.astype(np.float32) / 255.0) * gains.astype(np.float32)
-    out = np.clip(out, 0, 1) ** np.float32(gamma)
-    return np.asarray(np.clip(out * 255.0, 0, 255), dtype=np.uint8)
-
-
-def _crop(img: np.ndarray, rng: np.random.Generator, low: float) -> np.ndarray:
-    h, w = img.shape[:2]
-    cw, ch = max(8, int(w * rng.uniform(low, 1.0))), max(8, int(h * rng.uniform(low, 1.0)))
-    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    return img[y0 : y0 + ch, x0 : x0 + cw]
-
-
-def render(photos: Sequence[Path], seed: int) -> np.ndarray:
-    """A grey distractor image rendered from 1-4 real photos (long side 480-640 px)."""
-    rng = np.random.default_rng(seed)
-    kind = rng.choice(4, p=[0.35, 0.25, 0.15, 0.25])  # single, 1x2, 2x1, 2x2
-    picks = [photos[int(i)] for i in rng.integers(0, len(photos), [1, 2, 2, 4][kind])]
-    tiles = [_recolour(_crop(_read_bgr(p), rng, 0.6), rng) for p in picks]
-    tile = 320
-    if kind == 0:
-        canvas = tiles[0]
-    else:
-        cols, rows = [(2, 1), (1, 2), (2, 2)][kind - 1]
-        canvas = np.zeros((rows * tile, cols * tile, 3), np.uint8)
-        for k, t in enumerate(tiles):
-            r, c = divmod(k, cols)
-            canvas[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile] = cv2.resize(
-                t, (tile, tile), interpolation=cv2.INTER_AREA if min(t.shape[:2]) > tile else cv2.INTER_CUBIC
-            )
-    h, w = canvas.shape[:2]
-    size = rng.uniform(480, 640)
-    s = size / max(h, w)
-    out_w, out_h = max(32, int(w * s)), max(32, int(h * s))
-    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
-    dst = np.array([[0, 0], [out_w, 0], [out_w, out_h], [0, out_h]], np.float32)
-    dst += (rng.uniform(-0.06, 0.06, (4, 2)) * np.array([out_w, out_h])).astype(np.float32)
-    warped = cv2.warpPerspective(
-        canvas,
-        cv2.getPerspectiveTransform(src, dst),
-        (out_w, out_h),
-        flags=cv2.INTER_CUBIC,
-        borderMode=cv2.BORDER_REFLECT,
-    )
-    return np.asarray(cv2.cvtColor(warped, cv2.COLOR_BGR2GRAY), dtype=np.uint8)
 
 
 _SOURCES: list[Path] = []  # the photos distractors are rendered from, in each analysing process
@@ -825,7 +763,7 @@ def run(
         ground_truth(dataset).save(gt_path)
     gt = GroundTruth.load(gt_path)
     distractors = Distractors(work / "distractors")
-    photos = [p for folder in sources for p in _images(folder)]
+    photos = [p for folder in sources for p in images_in(folder)]
     distractors.grow(photos, images, rated, workers)
     sizes = tuple(s for s in plan.sizes if s <= len(distractors))
     report: dict[str, Any] = {

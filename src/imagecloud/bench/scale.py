@@ -1,13 +1,13 @@
 """`imagecloud bench scale`: recognition speed, recall and memory with 10k … 1M targets in one channel.
 
-Targets. The development set's 100 covers are planted among distractors. Distractors come from real
-photos: each is a random crop, perspective warp and exposure change of one of the first half of the
-dataset's distractor photos, analysed exactly like an enrolled target (``--real`` of them, analysed in
-parallel and cached in ``--work``). Beyond that number, further distractors are *word-level variants*
-of the real ones: a real distractor's visual words with a share of them replaced by words drawn from the
-corpus' own word frequencies, verified (if they ever reach verification) against their source's
-features. Variants keep real posting-list statistics at a fraction of the analysis cost; they are
-reported separately so the two kinds can be told apart.
+Targets. The development set's 100 covers are planted among distractors: images rendered from real photos
+(the ``--source`` folders and the first half of the dataset's distractor photos; single photos and mosaics,
+cropped, recoloured and warped) and analysed exactly like an enrolled target, in parallel, cached in
+``--work`` (:mod:`imagecloud.bench.corpus`). Only when ``--real`` caps how many are rendered are the rest
+*word-level variants* of the rendered ones: a distractor's visual words with a share replaced by words
+drawn from the corpus' own word frequencies, verified (if they ever reach verification) against their
+source's features. They cost no analysis but a ranking sees them as unnaturally alike, so they are reported
+separately.
 
 Queries. The 200 real photos of the covers (recall@1, and top-k of the word ranking alone) and the second
 half of the distractor photos, which are never enrolled (any answer is a false match).
@@ -32,16 +32,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from imagecloud.bench import machine
+from imagecloud.bench.corpus import Pool
+from imagecloud.bench.dataset import images_in
 from imagecloud.index.tiered import TierSettings
 from imagecloud.index.words import Vocabulary, WordIndex, WordSettings
 from imagecloud.recognition.settings import RecognizerSettings
 from imagecloud.service.recognizer import Recognizer
-from imagecloud.vision.decode import decode_image
-from imagecloud.vision.features import FeatureExtractor, Features
+from imagecloud.vision.features import Features
 
 PLANTED_BASE = 1  # planted covers get target ids 1..100
 DISTRACTOR_BASE = 1000  # distractor j gets id 1000 + j
@@ -50,74 +50,6 @@ VARIANT_SWAP = 0.15  # share of a real distractor's words a variant replaces
 
 
 # ---------------------------------------------------------------------------------------- the corpus
-
-
-def _augment(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    h, w = gray.shape
-    cw, ch = w * rng.uniform(0.6, 1.0), h * rng.uniform(0.6, 1.0)
-    x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
-    corners = np.array([[x0, y0], [x0 + cw, y0], [x0 + cw, y0 + ch], [x0, y0 + ch]], np.float64)
-    corners += rng.uniform(-0.08, 0.08, (4, 2)) * np.array([cw, ch])
-    src = corners.astype(np.float32)
-    size = int(rng.uniform(400, 640))
-    out_w, out_h = (size, int(size * ch / cw)) if cw >= ch else (int(size * cw / ch), size)
-    dst = np.array([[0, 0], [out_w, 0], [out_w, out_h], [0, out_h]], np.float32)
-    warped = cv2.warpPerspective(gray, cv2.getPerspectiveTransform(src, dst), (out_w, out_h))
-    gain, gamma = rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.4)
-    table = np.clip(255.0 * (np.arange(256) / 255.0) ** gamma * gain, 0, 255).astype(np.uint8)
-    return cv2.LUT(warped, table)
-
-
-def _analyse(job: tuple[int, str]) -> bytes:
-    """Features of distractor ``i``: an augmented view of photo ``path``, analysed like a target."""
-    i, path = job
-    cv2.setNumThreads(1)
-    settings = RecognizerSettings()
-    img = decode_image(Path(path).read_bytes(), max_pixels=settings.analysis.max_pixels, working_size=640)
-    gray = _augment(img.gray, np.random.default_rng(i))
-    return (
-        FeatureExtractor(settings.analysis.features)
-        .extract(gray, 1.0, gray.shape[1], gray.shape[0])
-        .to_bytes()
-    )
-
-
-class Pool:
-    """Feature blobs of the real distractors, in one file with an offset table (read by memory map)."""
-
-    def __init__(self, work: Path) -> None:
-        self.data_path, self.index_path = work / "pool.bin", work / "pool-offsets.npy"
-        self.offsets = np.load(self.index_path) if self.index_path.exists() else np.zeros(1, np.int64)
-        self._map: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def blob(self, i: int) -> bytes:
-        if self._map is None:
-            self._map = np.memmap(self.data_path, dtype=np.uint8, mode="r")
-        return self._map[self.offsets[i] : self.offsets[i + 1]].tobytes()
-
-    def grow(self, photos: Sequence[Path], n: int, workers: int) -> None:
-        """Analyse distractors up to ``n`` (resumes where an earlier run stopped)."""
-        have = len(self)
-        if have >= n:
-            return
-        offsets = list(self.offsets[: have + 1])
-        jobs = [(i, str(photos[i % len(photos)])) for i in range(have, n)]
-        started = time.monotonic()
-        with open(self.data_path, "ab") as f, multiprocessing.Pool(workers) as pool:
-            f.truncate(int(offsets[-1]))
-            for k, blob in enumerate(pool.imap(_analyse, jobs, chunksize=16), 1):
-                f.write(blob)
-                offsets.append(offsets[-1] + len(blob))
-                if k % 2000 == 0 or k == len(jobs):
-                    f.flush()
-                    np.save(self.index_path, np.asarray(offsets, np.int64))
-                    rate = k / (time.monotonic() - started)
-                    print(f"  distractors analysed: {have + k}/{n} ({rate:.0f}/s)", flush=True)
-        self.offsets = np.asarray(offsets, np.int64)
-        self._map = None
 
 
 def _words_job(args: tuple[str, str, int, int]) -> tuple[int, np.ndarray, np.ndarray]:
@@ -191,24 +123,20 @@ def percentiles(ms: Sequence[float]) -> dict[str, float]:
     }
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
-
-
 def dataset_photos(dataset: Path) -> tuple[list[tuple[Path, int]], list[Path], list[Path]]:
     """(cover photo, planted id) pairs, distractor photos to enrol from, distractor photos to query."""
-    targets = _images(dataset / "targets")
+    targets = images_in(dataset / "targets")
     ids = {p.stem: PLANTED_BASE + i for i, p in enumerate(targets)}
     with open(dataset / "queries.csv") as f:
         photos = [(dataset / row["query"], ids[row["target"]]) for row in csv.DictReader(f)]
-    distractors = _images(dataset / "distractors")
+    distractors = images_in(dataset / "distractors")
     half = len(distractors) // 2
     return photos, distractors[:half], distractors[half:]
 
 
 def planted_covers(dataset: Path, recognizer: Recognizer) -> dict[int, bytes]:
     """Features of the dataset's covers, by planted id, analysed as AddImage does."""
-    targets = _images(dataset / "targets")
+    targets = images_in(dataset / "targets")
     return {
         PLANTED_BASE + i: recognizer.analyse_target(p.read_bytes()).features_blob
         for i, p in enumerate(targets)
@@ -369,15 +297,22 @@ def _mixed_load(
 # ---------------------------------------------------------------------------------------- driver
 
 
-def prepare(dataset: Path, work: Path, sizes: Sequence[int], real: int, workers: int) -> None:
-    """Analyse the corpus, train the vocabulary, build and save one word index per size."""
-    work.mkdir(parents=True, exist_ok=True)
+def render_sources(dataset: Path, sources: Sequence[Path]) -> list[Path]:
+    """The photos distractors are rendered from: the ``sources`` folders', then the dataset's enrol half."""
     _, enrol_from, _ = dataset_photos(dataset)
+    return [p for folder in sources for p in images_in(folder)] + enrol_from
+
+
+def prepare(
+    dataset: Path, work: Path, sizes: Sequence[int], real: int, workers: int, sources: Sequence[Path] = ()
+) -> None:
+    """Render and analyse the corpus, train the vocabulary, build and save one word index per size."""
+    work.mkdir(parents=True, exist_ok=True)
     largest = max(sizes)
-    n_real = min(real, largest)
+    n_real = min(real, largest) if real > 0 else largest
     pool = Pool(work)
-    print(f"analysing {n_real} real distractors", flush=True)
-    pool.grow(enrol_from, n_real, workers)
+    print(f"rendering and analysing {n_real} distractors", flush=True)
+    pool.grow(render_sources(dataset, sources), n_real, workers)
     recognizer = Recognizer()
     planted = planted_covers(dataset, recognizer)
     (work / "planted.json").write_text(json.dumps({str(k): v.hex() for k, v in planted.items()}))
@@ -427,10 +362,13 @@ def run(
     mixed_seconds: float,
     baseline: int = 1000,
     exact: bool = True,
+    sources: Sequence[Path] = (),
 ) -> dict[str, Any]:
-    if baseline > real:  # the baseline is built from real distractors only
+    """``real``: distractors rendered and analysed, the rest word-level variants; 0 renders them all."""
+    real = real if real > 0 else max([*sizes, baseline])
+    if baseline > real:  # the baseline is built from rendered distractors only
         raise ValueError(f"the {baseline}-target baseline needs --real of at least {baseline}")
-    prepare(dataset, work, sizes, real, workers)
+    prepare(dataset, work, sizes, real, workers, sources)
     results = []
     # The exact index at ``baseline`` targets is the recall baseline. Sizes below the service's
     # words_min_targets are measured on both indexes: the exact one is what the service uses there, the word

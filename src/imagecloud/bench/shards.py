@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from imagecloud.bench import machine
-from imagecloud.bench.scale import Pool, dataset_photos, percentiles, planted_covers, rss_bytes
+from imagecloud.bench.corpus import Pool
+from imagecloud.bench.scale import dataset_photos, percentiles, planted_covers, render_sources, rss_bytes
 from imagecloud.cluster.placement import shard_of
 from imagecloud.cluster.recognizer import ClusterRecognizer, ClusterSettings, stop_shards
 from imagecloud.recognition.search import Match
@@ -259,13 +260,13 @@ def run(
     cluster_address: str,
     queries: int,
     workers: int,
+    sources: Sequence[Path] = (),
 ) -> dict[str, Any]:
     import json
 
-    _, enrol_from, _ = dataset_photos(dataset)
     work.mkdir(parents=True, exist_ok=True)
     pool = Pool(work)
-    pool.grow(enrol_from, max(sizes), workers)
+    pool.grow(render_sources(dataset, sources), max(sizes), workers)
     runs = []
     for size in sizes:
         print(f"measuring {size} targets on {shards} shards", flush=True)

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from imagecloud.bench import machine
-from imagecloud.bench.scale import Pool, dataset_photos, percentiles, planted_covers, rss_bytes
+from imagecloud.bench.corpus import Pool
+from imagecloud.bench.scale import dataset_photos, percentiles, planted_covers, render_sources, rss_bytes
 from imagecloud.errors import FeatureInsufficient
 from imagecloud.service.recognizer import Recognizer
 from imagecloud.vision.analysis import QueryAnalysis
@@ -42,12 +43,13 @@ def run(
     others_per_channel: int = 1_000,
     channel_distractors: int = 100,
     workers: int = 1,
+    sources: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """Build both recognizers, search every photo in each, write ``report.json`` and ``report.md``."""
     photos, enrol_from, held_out = dataset_photos(dataset)
     work.mkdir(parents=True, exist_ok=True)
     pool = Pool(work)
-    pool.grow(enrol_from, others, workers)
+    pool.grow(render_sources(dataset, sources), others, workers)
     alone = Recognizer()
     channel = dict(planted_covers(dataset, alone))
     for j, path in enumerate(enrol_from[:channel_distractors]):
