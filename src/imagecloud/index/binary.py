@@ -111,9 +111,9 @@ class IndexSettings:
     # development photos depending on how k-means happened to partition the enrolled set; 12 and 16 did
     # not, and 12 kept the real-photo p50 at 54 ms where 16 took 65 ms (1,071 targets, same machine).
     nprobe: int = 12
-    # Cap on the lists a scope is cut into (otherwise ~4 sqrt(rows), a power of two). Shorter lists make a vote
-    # cheaper: at 1,173 targets (1.2M rows) 4,096 lists instead of 1,024 cut the search of a photo of nothing
-    # by 22% and of a cover photo by 22%, finding the same 197 of 200 covers, at nprobe 12 (8 lost one).
+    # Cap on the lists a scope is cut into (otherwise ~4 sqrt(rows), a power of two). Shorter lists make a
+    # vote cheaper: at 1,173 targets (1.2M rows) 4,096 lists instead of 1,024 cut the search of a photo of
+    # nothing and of a cover photo by 22%, finding the same 197 of 200 covers, at nprobe 12 (8 lost one).
     # Training them takes ~40 s of one core in the background, once per 4x growth of the scope.
     max_lists: int = 4096
     train_per_list: int = 40  # training sample = nlist * this (FAISS wants >= 39)
