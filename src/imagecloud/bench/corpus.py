@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
+import faiss
 import numpy as np
 
 from imagecloud.recognition.settings import RecognizerSettings
@@ -90,14 +91,21 @@ def render(photos: Sequence[Path], seed: int) -> np.ndarray:
 _SOURCES: list[Path] = []  # the photos distractors are rendered from, in each analysing process
 
 
-def _start_worker(paths: list[str]) -> None:
+def start_worker(paths: list[str]) -> None:
+    """Initialise a process that renders distractors from ``paths`` (one OpenCV and FAISS thread each)."""
     cv2.setNumThreads(1)
+    faiss.omp_set_num_threads(1)
     _SOURCES[:] = [Path(p) for p in paths]
+
+
+def render_distractor(seed: int) -> np.ndarray:
+    """Distractor ``seed`` rendered from the sources :func:`start_worker` gave this process."""
+    return render(_SOURCES, seed)
 
 
 def _analyse(seed: int) -> bytes:
     """Features of distractor ``seed``, analysed as AddImage analyses a target of that size."""
-    gray = render(_SOURCES, seed)
+    gray = render_distractor(seed)
     extractor = FeatureExtractor(RecognizerSettings().analysis.features)
     return extractor.extract(gray, 1.0, gray.shape[1], gray.shape[0]).to_bytes()
 
@@ -149,7 +157,7 @@ class Pool:
         started = time.monotonic()
         with (
             open(self.data_path, "ab") as f,
-            multiprocessing.Pool(workers, _start_worker, ([str(p) for p in photos],)) as pool,
+            multiprocessing.Pool(workers, start_worker, ([str(p) for p in photos],)) as pool,
         ):
             f.truncate(int(offsets[-1]))
             for k, blob in enumerate(pool.imap(_analyse, range(have, n), chunksize=16), 1):

@@ -43,7 +43,7 @@ import faiss
 import numpy as np
 
 from imagecloud.bench import machine
-from imagecloud.bench.corpus import render
+from imagecloud.bench.corpus import render_distractor, start_worker
 from imagecloud.bench.dataset import images_in
 from imagecloud.recognition.settings import RecognizerSettings
 from imagecloud.vision.decode import decode_image
@@ -142,19 +142,10 @@ def ground_truth(dataset: Path) -> GroundTruth:
 # ---------------------------------------------------------------------------------------- distractors
 
 
-_SOURCES: list[Path] = []  # the photos distractors are rendered from, in each analysing process
-
-
-def _start_worker(paths: list[str]) -> None:
-    cv2.setNumThreads(1)
-    faiss.omp_set_num_threads(1)
-    _SOURCES[:] = [Path(p) for p in paths]
-
-
 def _analyse(job: tuple[int, bool]) -> tuple[np.ndarray, np.ndarray | None]:
     seed, rated = job
     extractor = FeatureExtractor(RecognizerSettings().analysis.features)
-    gray = render(_SOURCES, seed)
+    gray = render_distractor(seed)
     feats = extractor.extract(gray, 1.0, gray.shape[1], gray.shape[0])
     counts = self_test(gray, feats, 1.0, extractor).counts.astype(np.int8) if rated and len(feats) else None
     return feats.descriptors, counts
@@ -204,7 +195,7 @@ class Distractors:
         started = time.monotonic()
         with (
             open(self.folder / "desc.u8", "ab") as f,
-            multiprocessing.Pool(workers, _start_worker, ([str(p) for p in photos],)) as pool,
+            multiprocessing.Pool(workers, start_worker, ([str(p) for p in photos],)) as pool,
         ):
             f.truncate(have * KEEP * CODE)
             for k, (desc, found) in enumerate(pool.imap(_analyse, jobs, chunksize=8), 1):
