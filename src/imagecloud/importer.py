@@ -23,6 +23,7 @@ power loss) leaves no half-written target, and running the same command again fi
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import json
@@ -331,13 +332,11 @@ def _analyse(path: str, max_bytes: int, as_photo: bool) -> _Analysed | _Failed:
         return _Failed(error.returncode, error.message, error.detail or "")
     except OSError as error:
         return _Failed(ImageCloudError.returncode, ImageCloudError.message, f"cannot read: {error}")
-    query: QueryAnalysis | None = None
+    query: QueryAnalysis | None = None  # also when the image has too few features to be searched as a photo
     if as_photo:
-        try:
-            # Analysed here, in parallel, so the storing process only searches. The bytes travel once.
+        # Analysed here, in parallel, so the storing process only searches. The bytes travel once.
+        with contextlib.suppress(ImageCloudError):
             query = replace(_worker_analyser.analyse_query(data), data=b"")
-        except ImageCloudError:
-            query = None
     return _Analysed(data, analysis, previews, time.thread_time() - started, query)
 
 

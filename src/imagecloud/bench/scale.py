@@ -306,10 +306,11 @@ def render_sources(dataset: Path, sources: Sequence[Path]) -> list[Path]:
 def prepare(
     dataset: Path, work: Path, sizes: Sequence[int], real: int, workers: int, sources: Sequence[Path] = ()
 ) -> None:
-    """Render and analyse the corpus, train the vocabulary, build and save one word index per size."""
+    """Render and analyse ``real`` distractors (at most the largest size), train the vocabulary, build and
+    save one word index per size."""
     work.mkdir(parents=True, exist_ok=True)
     largest = max(sizes)
-    n_real = min(real, largest) if real > 0 else largest
+    n_real = min(real, largest)
     pool = Pool(work)
     print(f"rendering and analysing {n_real} distractors", flush=True)
     pool.grow(render_sources(dataset, sources), n_real, workers)

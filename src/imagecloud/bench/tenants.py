@@ -3,8 +3,8 @@
 One owner's channel holds the development set's 100 covers and ``channel_distractors`` photos of its first
 half of distractors. It is searched in two recognizers side by side, in one process: one holding that
 channel alone, one holding it beside ``others`` targets of other owners, in channels of ``others_per_channel``
-(the real distractors of ``bench scale``'s corpus: crops, warps and exposure changes of real photos, analysed
-like targets and cached in ``--work``). Every photo is analysed once and searched in both, in alternating
+(``bench scale``'s corpus: images rendered from real photos, analysed like targets and cached in ``--work``,
+:mod:`imagecloud.bench.corpus`). Every photo is analysed once and searched in both, in alternating
 order, so the two are timed under the same load. Queried: the 200 cover photos (recall@1 in the channel) and
 the second half of the distractor photos (photos of nothing enrolled).
 
