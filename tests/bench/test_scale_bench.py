@@ -18,6 +18,17 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generated_set(tmp_path_factory, 4, range(300, 316), CONDITIONS[:1])
 
 
+def test_render_sources(dataset_dir: Path, tmp_path: Path) -> None:
+    enrol_half = scale.render_sources(dataset_dir, [])
+    assert len(enrol_half) == 8  # the first half of the 16 distractor photos; the rest are queried
+    extra = tmp_path / "photos"
+    extra.mkdir()
+    (extra / "a.jpg").write_bytes((dataset_dir / "distractors" / enrol_half[0].name).read_bytes())
+    assert scale.render_sources(dataset_dir, [extra]) == [extra / "a.jpg", *enrol_half]
+    with pytest.raises(ValueError, match="no JPEG or PNG"):
+        scale.render_sources(dataset_dir, [tmp_path / "mistyped"])
+
+
 def test_scale_report(dataset_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     report = scale.run(

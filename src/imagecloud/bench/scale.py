@@ -298,9 +298,19 @@ def _mixed_load(
 
 
 def render_sources(dataset: Path, sources: Sequence[Path]) -> list[Path]:
-    """The photos distractors are rendered from: the ``sources`` folders', then the dataset's enrol half."""
+    """The photos distractors are rendered from: the ``sources`` folders', then the dataset's enrol half.
+
+    A source folder without images is an error, not an empty contribution: a mistyped ``--source`` would
+    otherwise render the whole corpus from the dataset's few hundred photos.
+    """
     _, enrol_from, _ = dataset_photos(dataset)
-    return [p for folder in sources for p in images_in(folder)] + enrol_from
+    photos: list[Path] = []
+    for folder in sources:
+        found = images_in(folder)
+        if not found:
+            raise ValueError(f"{folder} holds no JPEG or PNG files to render distractors from")
+        photos += found
+    return photos + enrol_from
 
 
 def prepare(
