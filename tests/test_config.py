@@ -64,7 +64,7 @@ def test_recognition_values_from_a_settings_file_and_the_environment(
 ) -> None:
     config = tmp_path / "settings.toml"
     config.write_text(
-        "words_min_targets = 5000\n"
+        "large_min_targets = 5000\n"
         "[recognition.search]\nshortlist = 12\n"
         "[recognition.search.acceptance]\nmin_coverage = 0.3\n"
         "[recognition.index.exact]\nnprobe = 16\n"
@@ -76,7 +76,7 @@ def test_recognition_values_from_a_settings_file_and_the_environment(
     assert recognition.search.shortlist == 12
     assert recognition.search.acceptance == AcceptanceSettings(min_coverage=0.3, min_score=0.7)
     assert recognition.index.exact.nprobe == 16
-    assert recognition.index.words_min_targets == 5000
+    assert recognition.index.large_min_targets == 5000
     assert recognition.analysis.query_working_size == 900
     assert recognition.search.second_pass == RecognizerSettings().search.second_pass
 

@@ -722,6 +722,9 @@ def bench_scale(
             help="Also measure the exact index (the 1,000-target baseline, sizes below the switch)."
         ),
     ] = True,
+    large: Annotated[
+        str, typer.Option(help="Comma-separated large-scale indexes measured at every size: subset, words.")
+    ] = "subset,words",
     shards: Annotated[
         int,
         typer.Option(
@@ -780,6 +783,7 @@ def bench_scale(
         mixed_seconds,
         exact=exact,
         sources=sources,
+        large=[k for k in large.split(",") if k],
     )
     typer.echo(scale.markdown(report))
     typer.echo(f"report written to {out}/report.md")

@@ -90,15 +90,15 @@ class Settings(BaseSettings):
     # at their minimum, see docs/RECOGNITION.md). Higher trades recall for even fewer wrong answers; the
     # recognition benchmark reports what each threshold keeps.
     min_score: float = Field(default=_RECOGNITION.search.acceptance.min_score, ge=0.0, le=1.0)
-    # Channels with at least this many targets are searched through the visual-word index (~1.8 KB of RAM
-    # per target instead of ~175 KB) at a measured cost in recall (bench/results/scale/): past this size the
-    # exact index no longer fits in RAM comfortably. The vocabulary is trained on the enrolled targets the
-    # first time a channel gets there.
-    words_min_targets: int = _RECOGNITION.index.words_min_targets
+    # Channels with at least this many targets are searched through the large-scale index (recognition
+    # setting index.large: "subset", each target's 200 most repeatable descriptors, or "words", visual
+    # words), which keeps far less in RAM than the exact index at a measured cost in recall
+    # (bench/results/scale/): past this size the exact index no longer fits in RAM comfortably.
+    large_min_targets: int = _RECOGNITION.index.large_min_targets
     # Any other recognition tuning value, by its path in RecognizerSettings (recognition/settings.py): a TOML
     # table such as [recognition.search] with shortlist = 12, or IMAGECLOUD_RECOGNITION__SEARCH__SHORTLIST=12.
     # Unknown names and values of the wrong kind are refused at start. second_pass, min_score and
-    # words_min_targets above win over their paths here when both are given; max_pixels always holds.
+    # large_min_targets above win over their paths here when both are given; max_pixels always holds.
     recognition: dict[str, Any] = Field(default_factory=dict)
     # Requests allowed to wait for a vision worker; beyond running + waiting, 20015 with Retry-After at once.
     # Small on purpose: on 2 cores a FindImage on a 10k-target channel takes ~0.2-0.4 s, so 8 waiting means
@@ -169,8 +169,8 @@ class Settings(BaseSettings):
         if "min_score" in given:
             search = replace(search, acceptance=replace(search.acceptance, min_score=self.min_score))
         index = settings.index
-        if "words_min_targets" in given:
-            index = replace(index, words_min_targets=self.words_min_targets)
+        if "large_min_targets" in given:
+            index = replace(index, large_min_targets=self.large_min_targets)
         # The server's pixel cap holds for every image it decodes, recognition's included.
         analysis = replace(settings.analysis, max_pixels=self.max_pixels)
         return replace(settings, analysis=analysis, search=search, index=index)

@@ -2,7 +2,8 @@
 the tiered index that routes scopes to them, apart from its two-step start-up).
 
 Real parts: features of generated posters, each searched with the descriptors of a second view of it, in
-the exact index and in the visual-word index (with a small vocabulary trained on the posters).
+the exact index, the subset index and the visual-word index (with a small vocabulary trained on the
+posters).
 """
 
 from __future__ import annotations
@@ -14,13 +15,21 @@ import cv2
 import numpy as np
 import pytest
 
-from imagecloud.index import ExactIndex, Index, TieredIndex, TierSettings, VisualWordIndex, VotingIndex
+from imagecloud.index import (
+    ExactIndex,
+    Index,
+    SubsetIndex,
+    TieredIndex,
+    TierSettings,
+    VisualWordIndex,
+    VotingIndex,
+)
 from imagecloud.index.words import WordSettings
 from imagecloud.vision.decode import decode_image
 from imagecloud.vision.features import FeatureExtractor, Features
 from tests.imagegen import encode, poster
 
-Searchable = ExactIndex | VisualWordIndex | TieredIndex
+Searchable = ExactIndex | SubsetIndex | VisualWordIndex | TieredIndex
 WORDS = WordSettings(coarse=64, fine=128, train_per_word=1, merge_fanout=4)
 POSTERS = 6
 
@@ -49,6 +58,10 @@ def _exact(folder: Path | None, blobs: dict[int, bytes]) -> Searchable:
     return ExactIndex(folder=folder)
 
 
+def _subset(folder: Path | None, blobs: dict[int, bytes]) -> Searchable:
+    return SubsetIndex(folder=folder)
+
+
 def _words(folder: Path | None, blobs: dict[int, bytes]) -> VisualWordIndex:
     index = VisualWordIndex(WORDS, folder)
     index.train(np.concatenate([Features.from_bytes(b).descriptors for b in blobs.values()]))
@@ -61,6 +74,7 @@ def _tiered(folder: Path | None, blobs: dict[int, bytes]) -> Searchable:
 
 MAKERS: dict[str, Callable[[Path | None, dict[int, bytes]], Searchable]] = {
     "exact": _exact,
+    "subset": _subset,
     "words": _words,
     "tiered": _tiered,
 }
@@ -78,6 +92,7 @@ def _best(index: Searchable, query: np.ndarray, scopes: list[int]) -> tuple[int,
 
 def test_implementations_are_indexes() -> None:
     assert isinstance(ExactIndex(), VotingIndex)
+    assert isinstance(SubsetIndex(), VotingIndex)
     assert isinstance(VisualWordIndex(), Index)
     assert not isinstance(VisualWordIndex(), VotingIndex)
 
@@ -106,12 +121,12 @@ def test_features_only_where_kept(blobs) -> None:
     exact = ExactIndex()
     exact.add(1, 7, blobs[0])
     assert exact.features([7, 8])[7].to_bytes() == blobs[0]
-    words = _words(None, blobs)
-    words.add(1, 7, blobs[0])
-    assert words.features([7]) == {}  # read from storage by whoever verifies
+    for index in (_words(None, blobs), SubsetIndex()):
+        index.add(1, 7, blobs[0])
+        assert index.features([7]) == {}  # read from storage by whoever verifies
 
 
-@pytest.mark.parametrize("make", [_exact, _words])
+@pytest.mark.parametrize("make", [_exact, _subset, _words])
 def test_saved_and_restored_from_a_folder(make, blobs, views, tmp_path: Path) -> None:
     index = make(tmp_path, blobs)
     items = [(1, 100 + t, blobs[t]) for t in range(POSTERS)]
@@ -119,7 +134,9 @@ def test_saved_and_restored_from_a_folder(make, blobs, views, tmp_path: Path) ->
     index.wait_idle()
     index.save()
     # Made afresh, as at a restart: a word index finds its vocabulary in the folder.
-    again = ExactIndex(folder=tmp_path) if isinstance(index, ExactIndex) else VisualWordIndex(WORDS, tmp_path)
+    again = (
+        type(index)(folder=tmp_path) if isinstance(index, ExactIndex) else VisualWordIndex(WORDS, tmp_path)
+    )
     live = np.array([100 + t for t in range(POSTERS) if t != 2], np.int64)  # 102 was removed meanwhile
     needed = set(again.restore(live).tolist())
     again.load(item for item in items if item[1] in needed)

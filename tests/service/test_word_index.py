@@ -1,4 +1,5 @@
-"""A channel that grows past ``words_min_targets`` moves to the word index, and stays right across restarts.
+"""With ``index.large = "words"``, a channel that grows past ``large_min_targets`` moves to the word index,
+and stays right across restarts.
 
 Real parts: a service on a SQLite file in a temporary folder, generated posters and simulated photos.
 """
@@ -20,7 +21,14 @@ SECRET: dict[str, str] = {}
 
 
 def _service(data_dir: Path) -> Service:
-    service = build_service(Settings(data_dir=data_dir, words_min_targets=THRESHOLD, second_pass="off"))
+    service = build_service(
+        Settings(
+            data_dir=data_dir,
+            large_min_targets=THRESHOLD,
+            second_pass="off",
+            recognition={"index": {"large": "words"}},
+        )
+    )
     service.start()
     return service
 

@@ -64,3 +64,25 @@ class TestSerialisation:
         blob = _extract(cv2.cvtColor(poster(4), cv2.COLOR_BGR2GRAY)).to_bytes()
         with pytest.raises(ValueError):
             Features.from_bytes(blob[:-1])
+
+    def test_repeatability_round_trip(self) -> None:
+        f = _extract(cv2.cvtColor(poster(5), cv2.COLOR_BGR2GRAY))
+        counts = np.arange(len(f)) % 4
+        blob = f.with_repeatability(counts).to_bytes()
+        assert blob[3] == 2 and len(blob) == len(f.to_bytes()) + len(f)  # one byte more per keypoint
+        g = Features.from_bytes(blob)
+        assert g.repeatability is not None and g.repeatability.tolist() == counts.tolist()
+        assert np.array_equal(g.descriptors, f.descriptors)
+        assert np.array_equal(g.octaves, f.octaves)
+        with pytest.raises(ValueError):
+            Features.from_bytes(blob[:-1])
+        with pytest.raises(ValueError):
+            f.with_repeatability(counts[:-1])
+
+    def test_features_without_repeatability_keep_the_first_format(self) -> None:
+        """Blobs stored before the counts existed read back as they were, and write back byte for byte."""
+        blob = _extract(cv2.cvtColor(poster(6), cv2.COLOR_BGR2GRAY)).to_bytes()
+        assert blob[3] == 1
+        g = Features.from_bytes(blob)
+        assert g.repeatability is None
+        assert g.to_bytes() == blob

@@ -10,6 +10,7 @@ import pytest
 from imagecloud.errors import FeatureInsufficient
 from imagecloud.service.recognizer import Recognizer
 from imagecloud.vision import rating
+from imagecloud.vision.analysis import Analyser
 from imagecloud.vision.decode import DecodedImage, decode_image
 from imagecloud.vision.features import FeatureExtractor, Features, FeatureSettings
 from imagecloud.vision.rating import LEVEL_BANDS, band
@@ -194,3 +195,17 @@ class TestSelfTest:
         assert result.refound == pytest.approx(float(np.mean(test.per_view)))
         assert result.matchratio == round(result.refound / len(features), 4)
         assert result.level == band(result.refound)
+
+
+def test_a_target_analysis_stores_its_self_test_and_rating() -> None:
+    """AddImage's rating comes from the same self-test whose per-keypoint counts are stored."""
+    data = imagegen.encode(imagegen.poster(41))
+    analyser = Analyser()
+    analysis = analyser.analyse_target(data)
+    stored = Features.from_bytes(analysis.features_blob)
+    img = decode_image(data, max_pixels=50_000_000, working_size=analyser.settings.target_working_size)
+    extractor = FeatureExtractor(analyser.settings.features)
+    test = rating.self_test(img.gray, stored, img.scale, extractor)
+    assert stored.repeatability is not None and stored.repeatability.tolist() == test.counts.tolist()
+    rated = rating.rate(img.gray, stored, img.scale, extractor)
+    assert (analysis.level, analysis.matchratio) == (rated.level, rated.matchratio)

@@ -29,6 +29,7 @@ import numpy as np
 
 from imagecloud.recognition.settings import RecognizerSettings
 from imagecloud.vision.features import FeatureExtractor
+from imagecloud.vision.rating import self_test
 
 
 def _read_bgr(path: Path) -> np.ndarray:
@@ -104,10 +105,14 @@ def render_distractor(seed: int) -> np.ndarray:
 
 
 def _analyse(seed: int) -> bytes:
-    """Features of distractor ``seed``, analysed as AddImage analyses a target of that size."""
+    """Features of distractor ``seed``, analysed as AddImage analyses a target of that size (the rating's
+    self-test included, whose per-keypoint counts the large-scale index selects descriptors by)."""
     gray = render_distractor(seed)
     extractor = FeatureExtractor(RecognizerSettings().analysis.features)
-    return extractor.extract(gray, 1.0, gray.shape[1], gray.shape[0]).to_bytes()
+    feats = extractor.extract(gray, 1.0, gray.shape[1], gray.shape[0])
+    if len(feats) == 0:
+        return feats.to_bytes()
+    return feats.with_repeatability(self_test(gray, feats, 1.0, extractor).counts).to_bytes()
 
 
 def sources_digest(photos: Sequence[Path]) -> str:
@@ -140,7 +145,7 @@ class Pool:
         """
         if not photos:
             raise ValueError("no source photos to render distractors from")
-        made_from = {"render": 1, "sources": len(photos), "digest": sources_digest(photos)}
+        made_from = {"render": 2, "sources": len(photos), "digest": sources_digest(photos)}
         have = len(self)
         if have:
             recorded = json.loads(self.meta_path.read_text()) if self.meta_path.exists() else None

@@ -106,9 +106,10 @@ def _distractor_words(
 
 
 def rss_bytes() -> int:
-    """This process's resident memory."""
+    """This process's resident anonymous memory: what it allocated, not the pages of files it read (the
+    distractor pool is read through a memory map, whose pages the kernel may drop at any time)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith("RssAnon:"):
             return int(line.split()[1]) * 1024
     return 0
 
@@ -143,8 +144,11 @@ def planted_covers(dataset: Path, recognizer: Recognizer) -> dict[int, bytes]:
     }
 
 
-def measure(dataset: Path, work: Path, size: int, exact: bool, mixed_seconds: float) -> dict[str, Any]:
-    """Runs in a fresh process: open the saved index, time queries, measure RSS and mixed load."""
+def measure(dataset: Path, work: Path, size: int, kind: str, mixed_seconds: float) -> dict[str, Any]:
+    """Runs in a fresh process: open the saved index, time queries, measure RSS and mixed load.
+
+    ``kind``: "exact", "subset" or "words", the index serving the channel.
+    """
     photos, _, held_out = dataset_photos(dataset)
     pool = Pool(work)
     planted_blobs = json.loads((work / "planted.json").read_text())
@@ -158,15 +162,23 @@ def measure(dataset: Path, work: Path, size: int, exact: bool, mixed_seconds: fl
             out[t] = planted[t] if t in planted else pool.blob((t - DISTRACTOR_BASE) % n_real)
         return out
 
-    settings = RecognizerSettings(index=TierSettings(words_min_targets=1 if not exact else 10**9))
+    tiers = TierSettings(
+        large_min_targets=10**9 if kind == "exact" else 1, large="words" if kind == "words" else "subset"
+    )
+    settings = RecognizerSettings(index=tiers)
     rss0 = rss_bytes()
     started = time.perf_counter()
     recognizer = Recognizer(settings, feature_source=source, index_dir=work / f"index-{size}")
-    if exact:
-        items: list[tuple[int, int, bytes]] = [(SCOPE, t, b) for t, b in planted.items()]
-        items += [(SCOPE, DISTRACTOR_BASE + j, pool.blob(j)) for j in range(size - len(planted))]
-        recognizer.load(items)
-        del items
+    if kind != "words":
+        if kind == "subset":
+            recognizer.open_words({SCOPE: size}, np.zeros(0, np.int64))  # marks the channel as large
+
+        def items() -> Iterator[tuple[int, int, bytes]]:
+            yield from ((SCOPE, t, b) for t, b in planted.items())
+            for j in range(size - len(planted)):
+                yield SCOPE, DISTRACTOR_BASE + j, pool.blob(j)
+
+        recognizer.load(items())
         recognizer.wait_idle()  # the service answers once its index is built; so does this
     else:
         live = np.array(meta["ids"], np.int64) if "ids" in meta else None
@@ -225,7 +237,7 @@ def measure(dataset: Path, work: Path, size: int, exact: bool, mixed_seconds: fl
     r = np.asarray(ranks) if ranks else np.zeros(0)
     return {
         "targets": size,
-        "index": "exact" if exact else "words",
+        "index": kind,
         "real_distractors": min(n_real, size - len(planted)),
         "variant_distractors": max(0, size - len(planted) - n_real),
         "restart_to_ready_s": round(ready_s, 2),
@@ -314,10 +326,16 @@ def render_sources(dataset: Path, sources: Sequence[Path]) -> list[Path]:
 
 
 def prepare(
-    dataset: Path, work: Path, sizes: Sequence[int], real: int, workers: int, sources: Sequence[Path] = ()
+    dataset: Path,
+    work: Path,
+    sizes: Sequence[int],
+    real: int,
+    workers: int,
+    sources: Sequence[Path] = (),
+    word_index: bool = True,
 ) -> None:
-    """Render and analyse ``real`` distractors (at most the largest size), train the vocabulary, build and
-    save one word index per size."""
+    """Render and analyse ``real`` distractors (at most the largest size); with ``word_index``, train the
+    vocabulary, build and save one word index per size."""
     work.mkdir(parents=True, exist_ok=True)
     largest = max(sizes)
     n_real = min(real, largest)
@@ -327,6 +345,8 @@ def prepare(
     recognizer = Recognizer()
     planted = planted_covers(dataset, recognizer)
     (work / "planted.json").write_text(json.dumps({str(k): v.hex() for k, v in planted.items()}))
+    if not word_index:
+        return
     vocab_path = work / "vocabulary.npz"
     settings = WordSettings()
     if not vocab_path.exists():
@@ -374,27 +394,32 @@ def run(
     baseline: int = 1000,
     exact: bool = True,
     sources: Sequence[Path] = (),
+    large: Sequence[str] = ("subset", "words"),
 ) -> dict[str, Any]:
-    """``real``: distractors rendered and analysed, the rest word-level variants; 0 renders them all."""
+    """``real``: distractors rendered and analysed, the rest word-level variants; 0 renders them all.
+
+    ``large``: the large-scale indexes measured at every size ("subset", "words").
+    """
     real = real if real > 0 else max([*sizes, baseline])
     if baseline > real:  # the baseline is built from rendered distractors only
         raise ValueError(f"the {baseline}-target baseline needs --real of at least {baseline}")
-    prepare(dataset, work, sizes, real, workers, sources)
+    prepare(dataset, work, sizes, real, workers, sources, word_index="words" in large)
     results = []
     # The exact index at ``baseline`` targets is the recall baseline. Sizes below the service's
-    # words_min_targets are measured on both indexes: the exact one is what the service uses there, the word
+    # large_min_targets are measured on both indexes: the exact one is what the service uses there, the word
     # index shows how its ranking holds up as the channel grows.
-    switch = TierSettings().words_min_targets
-    # (Exact runs need that many real distractors: variants exist as words only.)
+    switch = TierSettings().large_min_targets
+    # (Exact and subset runs need that many real distractors: variants exist as words only.)
     exact_sizes = [baseline, *(s for s in sizes if s < switch and s != baseline and s <= real)]
-    runs = [(s, True) for s in exact_sizes if exact] + [(s, False) for s in sizes]
-    for size, on_exact in runs:
-        if on_exact:
+    runs = [(s, "exact") for s in exact_sizes if exact]
+    runs += [(s, kind) for s in sizes for kind in large if kind == "words" or s <= real]
+    for size, kind in runs:
+        if kind != "words":
             folder = work / f"index-{size}"
             folder.mkdir(parents=True, exist_ok=True)
             if not (folder / "meta.json").exists():
                 (folder / "meta.json").write_text(json.dumps({"real": min(real, size)}))
-        print(f"measuring {size} targets ({'exact' if on_exact else 'word'} index)", flush=True)
+        print(f"measuring {size} targets ({kind} index)", flush=True)
         proc = subprocess.run(
             [
                 sys.executable,
@@ -403,8 +428,8 @@ def run(
                 str(dataset),
                 str(work),
                 str(size),
-                "exact" if on_exact else "words",
-                str(mixed_seconds if not on_exact else 0),
+                kind,
+                str(mixed_seconds if kind != "exact" else 0),
             ],
             check=True,
             capture_output=True,
@@ -412,7 +437,7 @@ def run(
         )
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         meta = json.loads((work / f"index-{size}" / "meta.json").read_text())
-        if not on_exact:  # the folder's build figures are the word index's
+        if kind == "words":  # the folder's build figures are the word index's
             result |= {k: v for k, v in meta.items() if k != "real"}
         if "index_disk_bytes" in result:
             result["index_disk_bytes_per_target"] = round(result["index_disk_bytes"] / size, 1)
@@ -467,7 +492,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def _main(argv: list[str]) -> None:
     dataset, work, size, kind, mixed = argv
-    result = measure(Path(dataset), Path(work), int(size), kind == "exact", float(mixed))
+    result = measure(Path(dataset), Path(work), int(size), kind, float(mixed))
     print(json.dumps(result))
 
 

@@ -117,6 +117,10 @@ class IndexSettings:
     # Training them takes ~40 s of one core in the background, once per 4x growth of the scope.
     max_lists: int = 4096
     train_per_list: int = 40  # training sample = nlist * this (FAISS wants >= 39)
+    # Above this many lists the centroids are trained in two levels (``two_level_centroids``): one k-means
+    # over all 256 bits costs time proportional to sample x lists, i.e. to the square of the lists, which
+    # at 16,384 lists is hours of one core; two levels cost minutes at most.
+    flat_train_max_lists: int = 4096
 
 
 @dataclass(frozen=True)
@@ -502,10 +506,14 @@ class BinaryVotingIndex:
         sample = np.stack(
             [rows[o][1][p - offsets[o]] for o, p in zip(owner.tolist(), picks.tolist(), strict=True)]
         )
+        sample = np.ascontiguousarray(sample, dtype=np.uint8)
         quantizer = faiss.IndexBinaryFlat(BITS)
-        trainer = faiss.IndexBinaryIVF(quantizer, BITS, nlist)
-        trainer.train(np.ascontiguousarray(sample, dtype=np.uint8))
-        return _Coarse(quantizer, nlist, min(s.nprobe, nlist), total)
+        if nlist > s.flat_train_max_lists:
+            quantizer.add(two_level_centroids(sample, nlist))
+        else:
+            trainer = faiss.IndexBinaryIVF(quantizer, BITS, nlist)
+            trainer.train(sample)
+        return _Coarse(quantizer, quantizer.ntotal, min(s.nprobe, quantizer.ntotal), total)
 
     def wait_idle(self, timeout: float | None = None) -> None:
         """Block until background jobs finish (for tests, benchmarks and orderly shutdown).
@@ -637,6 +645,46 @@ def _nearest(query: np.ndarray, snap: _Snapshot, k: int) -> tuple[np.ndarray, np
         dist = np.take_along_axis(dist, order, axis=1)
         ent = np.take_along_axis(ent, order, axis=1)
     return dist, ent
+
+
+def binary_kmeans(codes: np.ndarray, k: int, seed: int, niter: int = 10) -> np.ndarray:
+    """``k`` binary centroids of ``codes``: k-means on the bits as 0/1 floats, centroids rounded to bits."""
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    if len(codes) <= k:
+        return codes[:k].copy()
+    km = faiss.Kmeans(BITS, k, niter=niter, seed=seed, verbose=False, min_points_per_centroid=1)
+    km.train(np.unpackbits(codes, axis=1).astype(np.float32))
+    return np.packbits(np.asarray(km.centroids) > 0.5, axis=1)
+
+
+def two_level_centroids(sample: np.ndarray, nlist: int, seed: int = 1) -> np.ndarray:
+    """At most ``nlist`` binary centroids trained in two levels: about sqrt(nlist) k-means cells (at most
+    256) over the sample, each split by its own k-means into sub-centroids in proportion to its share of
+    the sample.
+
+    Searches assign descriptors among all the centroids, exactly (a flat quantizer); only training is split.
+    """
+    top = max(1, min(256, math.isqrt(nlist)))
+    rng = np.random.default_rng(seed)
+    top_codes = binary_kmeans(sample[rng.permutation(len(sample))[: top * 100]], top, seed)
+    cells = faiss.IndexBinaryFlat(BITS)
+    cells.add(top_codes)
+    _, cell = cells.search(sample, 1)
+    cell = cell.ravel()
+    sizes = np.bincount(cell, minlength=len(top_codes)).astype(np.float64)
+    # At least one centroid per cell, the rest by the largest remainders of each cell's share.
+    share = sizes / sizes.sum() * (nlist - len(top_codes))
+    alloc = np.floor(share).astype(np.int64) + 1
+    rest = nlist - int(alloc.sum())
+    if rest > 0:
+        alloc[np.argsort(-(share - np.floor(share)))[:rest]] += 1
+    parts = []
+    for c in range(len(top_codes)):
+        members = sample[cell == c]
+        parts.append(
+            top_codes[c : c + 1] if len(members) == 0 else binary_kmeans(members, int(alloc[c]), seed + c)
+        )
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.uint8)
 
 
 def _dead_rows(seg: _Segment, dead: frozenset[int]) -> int:

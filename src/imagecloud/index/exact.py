@@ -40,7 +40,7 @@ _FEATURE_BYTES = 42
 class _Entry:
     scope: int
     target: int
-    features: Features
+    features: Features | None  # None where the index keeps no features (:meth:`ExactIndex._kept`)
     fingerprint: int = 0  # of the stored features blob: ties saved index rows to one version of a target
 
 
@@ -68,8 +68,8 @@ class ExactIndex:
         entry = next(self._serial)
         with self._lock:
             old = self._current.get(target)
-            self._entries[entry] = _Entry(scope, target, feats, fingerprint(features))
-        self._index.add(scope, entry, feats.descriptors)
+            self._entries[entry] = _Entry(scope, target, self._kept(feats), fingerprint(features))
+        self._index.add(scope, entry, self._indexed(feats))
         with self._lock:
             # A replaced image (same id) is retired only once its successor is searchable.
             self._current[target] = entry
@@ -137,12 +137,12 @@ class ExactIndex:
                 claim = claims.pop((scope, target), None)
                 if claim is not None and claim[1] == print_ and old is None:
                     entry = claim[0]
-                    reused.setdefault(scope, {})[entry] = feats.descriptors
+                    reused.setdefault(scope, {})[entry] = self._indexed(feats)
                 else:
                     entry = next(self._serial)
-                    rows.append((scope, entry, feats.descriptors))
+                    rows.append((scope, entry, self._indexed(feats)))
                 self._count(scope, old)
-                self._entries[entry] = _Entry(scope, target, feats, print_)
+                self._entries[entry] = _Entry(scope, target, self._kept(feats), print_)
                 self._current[target] = entry
         restored = self._restore(saved, reused, rows)
         self._index.load(r for r in rows if r[0] not in restored)
@@ -184,6 +184,15 @@ class ExactIndex:
             count += len(descriptors)
         self.restored = count
         return restored
+
+    # ----------------------------------------------------------------------------- what is kept
+    def _indexed(self, feats: Features) -> np.ndarray:
+        """The descriptors of a target that vote for it: all of them."""
+        return feats.descriptors
+
+    def _kept(self, feats: Features) -> Features | None:
+        """What of a target's features stays in RAM for verification: all of them."""
+        return feats
 
     # ----------------------------------------------------------------------------- persistence
     def save(self) -> None:
@@ -249,8 +258,9 @@ class ExactIndex:
         with self._lock:
             for t in targets:
                 entry = self._current.get(t)
-                if entry is not None:
-                    out[t] = self._entries[entry].features
+                feats = self._entries[entry].features if entry is not None else None
+                if feats is not None:
+                    out[t] = feats
         return out
 
     def holds(self, target: int) -> bool:
@@ -260,7 +270,7 @@ class ExactIndex:
     def targets(self) -> list[tuple[int, int, Features]]:
         """``(scope, target, features)`` of every target held (to train a vocabulary on, for instance)."""
         with self._lock:
-            return [(e.scope, e.target, e.features) for e in self._entries.values()]
+            return [(e.scope, e.target, e.features) for e in self._entries.values() if e.features is not None]
 
     def size(self, scope: int) -> int:
         """Targets held in ``scope``."""
@@ -274,7 +284,9 @@ class ExactIndex:
     def memory_bytes(self) -> int:
         """Approximate RAM of the voting structure plus the features kept for verification."""
         with self._lock:
-            feats = sum(len(e.features) * _FEATURE_BYTES for e in self._entries.values())
+            feats = sum(
+                len(e.features) * _FEATURE_BYTES for e in self._entries.values() if e.features is not None
+            )
         return feats + self._index.memory_bytes()
 
     @property

@@ -17,7 +17,9 @@ import cv2
 import numpy as np
 
 _MAGIC = b"ICF"
-_VERSION = 1
+# Version 2 adds one byte per keypoint after the octaves: how repeatable it is (``Features.repeatability``).
+# Version 1 is written for features without it, and read as such.
+_VERSIONS = (1, 2)
 _HEADER = struct.Struct("<3sBIII")  # magic, version, count, width, height
 DESCRIPTOR_BYTES = 32
 
@@ -43,22 +45,42 @@ class Features:
     octaves: np.ndarray  # uint8 (N,) pyramid level the keypoint was found on
     width: int
     height: int
+    # uint8 (N,): in how many of the rating's simulated photos each keypoint was re-found (a target's, set at
+    # AddImage; None for photos and for targets stored before it was kept). The large-scale index keeps only a
+    # target's most repeatable descriptors (imagecloud.index.subset).
+    repeatability: np.ndarray | None = None
+
+    def with_repeatability(self, counts: np.ndarray) -> Features:
+        """These features with their keypoints' self-test counts (clipped to 0-255)."""
+        if len(counts) != len(self):
+            raise ValueError(f"{len(counts)} counts for {len(self)} keypoints")
+        rep = np.clip(np.asarray(counts), 0, 255).astype(np.uint8)
+        return Features(
+            self.points, self.descriptors, self.angles, self.octaves, self.width, self.height, rep
+        )
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
 
     def to_bytes(self) -> bytes:
-        """~38 bytes per keypoint: points quantised to 1/65535 of the long side (sub-pixel below 6.5k px)."""
+        """~38 bytes per keypoint: points quantised to 1/65535 of the long side (sub-pixel below 6.5k px).
+
+        Features without ``repeatability`` are written as version 1, so the blob of such features (and the
+        saved index rows tied to its fingerprint) does not change.
+        """
         n = len(self)
         unit = max(self.width, self.height) / 65535.0
         q = np.clip(np.rint(self.points / unit), 0, 65535).astype("<u2")
         ang = (np.rint(self.angles * (256.0 / 360.0)).astype(np.int64) % 256).astype(np.uint8)
+        rep = self.repeatability
+        version = 1 if rep is None else 2
         return b"".join(
             (
-                _HEADER.pack(_MAGIC, _VERSION, n, self.width, self.height),
+                _HEADER.pack(_MAGIC, version, n, self.width, self.height),
                 q.tobytes(),
                 ang.tobytes(),
                 self.octaves.astype(np.uint8).tobytes(),
+                b"" if rep is None else np.asarray(rep, np.uint8).tobytes(),
                 np.ascontiguousarray(self.descriptors, dtype=np.uint8).tobytes(),
             )
         )
@@ -68,9 +90,10 @@ class Features:
         if len(blob) < _HEADER.size:
             raise ValueError("feature blob too short")
         magic, version, n, width, height = _HEADER.unpack_from(blob)
-        if magic != _MAGIC or version != _VERSION:
+        if magic != _MAGIC or version not in _VERSIONS:
             raise ValueError(f"unknown feature blob format {magic!r} v{version}")
-        expected = _HEADER.size + n * (4 + 1 + 1 + DESCRIPTOR_BYTES)
+        per_keypoint = 4 + 1 + 1 + DESCRIPTOR_BYTES + (1 if version >= 2 else 0)
+        expected = _HEADER.size + n * per_keypoint
         if len(blob) != expected or width <= 0 or height <= 0:
             raise ValueError("corrupt feature blob")
         off = _HEADER.size
@@ -80,6 +103,10 @@ class Features:
         off += n
         octv = np.frombuffer(blob, dtype=np.uint8, count=n, offset=off)
         off += n
+        rep = None
+        if version >= 2:
+            rep = np.frombuffer(blob, dtype=np.uint8, count=n, offset=off).copy()
+            off += n
         desc = np.frombuffer(blob, dtype=np.uint8, count=n * DESCRIPTOR_BYTES, offset=off)
         unit = max(width, height) / 65535.0
         return cls(
@@ -89,6 +116,7 @@ class Features:
             octaves=octv.copy(),
             width=int(width),
             height=int(height),
+            repeatability=rep,
         )
 
 

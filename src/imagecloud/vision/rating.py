@@ -96,15 +96,19 @@ def band(refound: float) -> int:
 
 def rate(gray: np.ndarray, features: Features, scale: float, extractor: FeatureExtractor) -> Rating:
     """Self-test of ``features`` (extracted from ``gray`` at ``scale``); raises FeatureInsufficient."""
-    n = len(features)
-    if n < MIN_KEYPOINTS:
-        raise FeatureInsufficient(f"only {n} keypoints")
-    refound = float(
-        np.mean([len(_refound_in_view(gray, features, scale, extractor, i)) for i in range(len(_VIEWS))])
-    )
+    if len(features) < MIN_KEYPOINTS:
+        raise FeatureInsufficient(f"only {len(features)} keypoints")
+    return rating_of(self_test(gray, features, scale, extractor), len(features))
+
+
+def rating_of(test: SelfTest, keypoints: int) -> Rating:
+    """The rating a self-test of ``keypoints`` features gives; raises FeatureInsufficient."""
+    if keypoints < MIN_KEYPOINTS:
+        raise FeatureInsufficient(f"only {keypoints} keypoints")
+    refound = float(np.mean(test.per_view))
     if refound < MIN_REFOUND:
         raise FeatureInsufficient(f"{refound:.1f} features re-found per simulated photo")
-    return Rating(level=band(refound), matchratio=round(min(1.0, refound / n), 4), refound=refound)
+    return Rating(level=band(refound), matchratio=round(min(1.0, refound / keypoints), 4), refound=refound)
 
 
 @dataclass(frozen=True, eq=False)
