@@ -20,7 +20,8 @@ def recognizer() -> Recognizer:
         (1, i, r.analyse_target(imagegen.encode(imagegen.poster(300 + i))).features_blob) for i in range(12)
     )
     # Every ranked candidate is worth verifying: what is counted below is then the search's own budget.
-    r.searcher.settings = dataclasses.replace(r.searcher.settings, min_votes=0.0)
+    exact = r.index.exact
+    exact.settings = dataclasses.replace(exact.settings, min_votes=0.0)
     return r
 
 

@@ -88,3 +88,8 @@ class VotingIndex(Index, Protocol):
 
     def ranked(self, ballot: Ballot, limit: int) -> list[Candidate]:
         """The ``limit`` best-voted targets of a ballot, most votes first."""
+
+    @property
+    def min_votes(self) -> float:
+        """Votes (from all of a photo's descriptors) below which a candidate is not worth verifying; the
+        votes a target can draw grow with the descriptors indexed per target."""

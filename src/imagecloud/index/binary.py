@@ -94,6 +94,9 @@ def _return_freed_memory() -> None:
 class IndexSettings:
     neighbours: int = 3  # k nearest stored descriptors per query descriptor (more k = more noise votes)
     max_distance: int = 56  # a neighbour further than this (of 256 bits) casts no vote
+    # A search does not verify candidates with fewer votes from all of a photo's descriptors (a share of
+    # them when fewer voted). With all ~1,000 descriptors of a target indexed; see SubsetSettings for fewer.
+    min_votes: float = 8.0
     ivf_min_rows: int = 60_000  # below this an exact scan is cheap enough
     # Exact rows tolerated next to IVF segments before they are sealed into one. An exact scan is dear: next
     # to a 4M-row IVF segment, 39k exact rows made a 1,000-descriptor ballot 69% slower (204 vs 121 ms) and

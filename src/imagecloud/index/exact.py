@@ -253,6 +253,10 @@ class ExactIndex:
     def search(self, descriptors: np.ndarray, scopes: Sequence[int], limit: int) -> list[Candidate]:
         return self.ranked(self.vote(descriptors, scopes), limit)
 
+    @property
+    def min_votes(self) -> float:
+        return self.settings.min_votes
+
     def features(self, targets: Sequence[int]) -> dict[int, Features]:
         out: dict[int, Features] = {}
         with self._lock:

@@ -55,7 +55,6 @@ class SearchSettings:
     # target it copies draws the most votes; the longer shortlist is for photos, where clutter outvotes a
     # small print. On 81 weakened copies of 40 covers beside 500 photos, 4 named the same 36 copies as 10.
     upload_shortlist: int = 4
-    min_votes: float = 8.0  # candidates with fewer descriptor votes are not worth verifying
     first_votes: int = 500  # photo descriptors in the first, cheap voting round
     first_verify: int = 2  # candidates of the first round verified before the remaining descriptors vote
     # Second pass for photos the first pass accepted nothing in (small, steep or low-contrast prints).
@@ -229,12 +228,12 @@ class Searcher:
         # Only the first_verify best are verified on their own; the others only as competitors of an accepted
         # one. A photo of nothing would otherwise pay for all of them here, and again after the full vote.
         self._verify_candidates(
-            query, index, top, s.min_votes * scale, wanted, findings, tried, unaccepted=s.first_verify
+            query, index, top, index.min_votes * scale, wanted, findings, tried, unaccepted=s.first_verify
         )
         if findings.accepted < wanted and first < len(desc) and not first_round:
             ballot = ballot + index.vote(desc[first:], scopes)
             self._verify_candidates(
-                query, index, index.ranked(ballot, limit), s.min_votes, wanted, findings, tried
+                query, index, index.ranked(ballot, limit), index.min_votes, wanted, findings, tried
             )
 
     def _vote_second(
@@ -252,10 +251,12 @@ class Searcher:
         ballot = fine_ballot + index.vote(feats.descriptors[~fine], scopes)
         tried: set[int] = set()
         top_fine = index.ranked(fine_ballot, s.second_fine_shortlist)
-        self._verify_candidates(dense, index, top_fine, s.min_votes * fine.mean(), wanted, findings, tried)
+        self._verify_candidates(
+            dense, index, top_fine, index.min_votes * fine.mean(), wanted, findings, tried
+        )
         if findings.accepted < wanted:
             self._verify_candidates(
-                dense, index, index.ranked(ballot, limit), s.min_votes, wanted, findings, tried
+                dense, index, index.ranked(ballot, limit), index.min_votes, wanted, findings, tried
             )
 
     def _verify_ranked(
