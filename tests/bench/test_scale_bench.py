@@ -52,3 +52,25 @@ def test_scale_report(dataset_dir: Path, tmp_path: Path) -> None:
     written = json.loads((out / "report.json").read_text())
     assert [r["targets"] for r in written["runs"]] == [20, 60]
     assert "| 60 | words |" in (out / "report.md").read_text()
+
+
+def test_scale_report_on_the_subset_index(dataset_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    report = scale.run(
+        dataset_dir,
+        tmp_path / "work",
+        out,
+        [30],
+        real=40,
+        workers=1,
+        mixed_seconds=0.5,
+        exact=False,
+        large=("subset",),
+    )
+    (run,) = report["runs"]
+    assert (run["targets"], run["index"]) == (30, "subset")
+    assert (run["real_distractors"], run["variant_distractors"]) == (26, 0)
+    assert run["recall_at_1"] == 1.0 and run["wrong"] == 0 and run["false_matches"] == 0
+    assert run["mixed_load"]["adds_per_second"] > 0
+    assert not (tmp_path / "work" / "vocabulary.npz").exists()  # no word index was asked for
+    assert "| 30 | subset |" in (out / "report.md").read_text()
