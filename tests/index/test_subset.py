@@ -5,11 +5,14 @@ Real parts: features of generated posters with the rating's real self-test count
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pytest
 
 from imagecloud.index import SubsetIndex, SubsetSettings, TieredIndex, TierSettings
 from imagecloud.index.binary import BinaryVotingIndex, IndexSettings, two_level_centroids
+from imagecloud.index.sealed import fingerprint
 from imagecloud.index.subset import most_repeatable
 from imagecloud.vision.analysis import Analyser
 from imagecloud.vision.features import Features
@@ -141,3 +144,28 @@ def test_start_up_loads_a_large_scope_straight_into_the_subset_index(blobs, view
     assert index.exact.size(1) == 0 and index.exact.size(2) == 2
     assert index.search(views[3], [1], 1)[0].target == 103
     assert index.search(views[7], [2], 1)[0].target == 107
+
+
+def test_writes_during_the_move_are_not_lost(blobs, views) -> None:
+    """A remove, a replace and an add that land while the scope is being copied all hold afterwards."""
+    index = TieredIndex(TierSettings(large_min_targets=5))
+    copy = index.subset.load
+
+    def copy_with_writes(items: Iterable[tuple[int, int, bytes]]) -> None:
+        rows = list(items)  # the copy's snapshot is taken; now the writes arrive
+        index.remove(102, 1)
+        index.add(1, 103, blobs[7])  # the same id, another image
+        index.add(1, 106, blobs[6])
+        copy(rows)
+
+    index.subset.load = copy_with_writes  # type: ignore[method-assign]
+    for t in range(5):
+        index.add(1, 100 + t, blobs[t])
+    index.wait_idle()
+    assert index.subset_scopes() == {1} and index.exact.size(1) == 0
+    assert not index.holds(102)
+    assert 102 not in [c.target for c in index.search(views[2], [1], 5)]
+    assert index.search(views[7], [1], 1)[0].target == 103
+    assert index.subset.fingerprints(1)[103] == fingerprint(blobs[7])  # the old image of 103 is gone
+    assert index.search(views[6], [1], 1)[0].target == 106
+    assert index.search(views[4], [1], 1)[0].target == 104

@@ -276,6 +276,15 @@ class ExactIndex:
         with self._lock:
             return [(e.scope, e.target, e.features) for e in self._entries.values() if e.features is not None]
 
+    def fingerprints(self, scope: int) -> dict[int, int]:
+        """Target id -> fingerprint of the features blob it was added with, for every target of ``scope``."""
+        with self._lock:
+            return {
+                t: self._entries[entry].fingerprint
+                for t, entry in self._current.items()
+                if self._entries[entry].scope == scope
+            }
+
     def size(self, scope: int) -> int:
         """Targets held in ``scope``."""
         with self._lock:

@@ -71,6 +71,9 @@ class TieredIndex:
         self._word_sizes: dict[int, int] = {}  # targets per word-served scope
         self._subset_scopes: set[int] = set()  # scopes served by the subset index (not in the exact one)
         self._copying: set[int] = set()  # scopes being copied into the subset index (still served exactly)
+        # Held by every add and remove of a scope around its index calls, and by a move of the scope while it
+        # reconciles the two indexes and switches over, so no write falls between them.
+        self._writers: dict[int, threading.Lock] = {}
         self._training: threading.Thread | None = None
         self._moves: list[threading.Thread] = []
 
@@ -105,31 +108,41 @@ class TieredIndex:
         return parts
 
     # ----------------------------------------------------------------------------- writers
+    def _writer(self, scope: int | None) -> threading.Lock:
+        with self._lock:
+            key = -1 if scope is None else scope
+            lock = self._writers.get(key)
+            if lock is None:
+                lock = self._writers[key] = threading.Lock()
+            return lock
+
     def add(self, scope: int, target: int, features: bytes) -> None:
         self.words.add(scope, target, features)
-        with self._lock:
-            to_words = scope in self._word_scopes
+        with self._writer(scope):
+            with self._lock:
+                to_words = scope in self._word_scopes
+                if to_words:
+                    self._word_sizes[scope] = self._word_sizes.get(scope, 0) + 1
+                to_subset = scope in self._subset_scopes or scope in self._copying
+                only_subset = scope in self._subset_scopes
             if to_words:
-                self._word_sizes[scope] = self._word_sizes.get(scope, 0) + 1
-            to_subset = scope in self._subset_scopes or scope in self._copying
-            only_subset = scope in self._subset_scopes
-        if to_words:
-            return
-        if to_subset:
-            self.subset.add(scope, target, features)
-        if only_subset:
-            return
-        self.exact.add(scope, target, features)
+                return
+            if to_subset:
+                self.subset.add(scope, target, features)
+            if only_subset:
+                return
+            self.exact.add(scope, target, features)
         self._grow_check(scope)
 
     def remove(self, target: int, scope: int | None = None) -> None:
         """``scope``: the target's, for the sizes of word-served scopes (the word index does not know it)."""
         self.words.remove(target)
-        with self._lock:
-            if scope in self._word_sizes:
-                self._word_sizes[scope] = max(0, self._word_sizes[scope] - 1)
-        self.subset.remove(target)
-        self.exact.remove(target)
+        with self._writer(scope):
+            with self._lock:
+                if scope in self._word_sizes:
+                    self._word_sizes[scope] = max(0, self._word_sizes[scope] - 1)
+            self.subset.remove(target)
+            self.exact.remove(target)
 
     def drop_scope(self, scope: int) -> None:
         with self._lock:
@@ -268,19 +281,31 @@ class TieredIndex:
     def _to_subset(self, scope: int) -> None:
         """Copy ``scope`` into the subset index, then serve it from there and free its exact-index memory.
 
-        Adds and removes of the scope go to both indexes from the moment the copy starts (``_copying``),
-        so the copy, taken after that moment, misses none of them; a target in both copies is one target.
+        Adds and removes of the scope go to both indexes from the moment the copy starts (``_copying``).
+        The bulk copy runs without blocking them; then, with the scope's writers held, whatever a write
+        changed meanwhile (a target removed, replaced or added around the copy) is put right from the
+        exact index, which is the truth until the switch, and the scope switches over.
         """
         try:
             held = [(sc, t, f) for sc, t, f in self.exact.targets() if sc == scope]
             self.subset.load((sc, t, f.to_bytes()) for sc, t, f in held)
             self.subset.wait_idle()
-            with self._lock:
-                self._subset_scopes.add(scope)
-            self.exact.drop_scope(scope)
-            log.info("channel %d now searched through the subset index (%d targets)", scope, len(held))
+            with self._writer(scope):
+                truth = self.exact.fingerprints(scope)
+                copied = self.subset.fingerprints(scope)
+                for t in copied.keys() - truth.keys():
+                    self.subset.remove(t)
+                stale = {t for t, print_ in truth.items() if copied.get(t) != print_}
+                feats = self.exact.features(sorted(stale))
+                for t in sorted(stale):
+                    self.subset.add(scope, t, feats[t].to_bytes())
+                with self._lock:
+                    self._subset_scopes.add(scope)
+                self.exact.drop_scope(scope)
+            log.info("channel %d now searched through the subset index (%d targets)", scope, len(truth))
         except Exception:  # the exact index keeps serving; the next add retries
             log.exception("moving channel %d to the subset index failed", scope)
+            self.subset.drop_scope(scope)
         finally:
             with self._lock:
                 self._copying.discard(scope)
