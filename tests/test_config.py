@@ -110,3 +110,19 @@ def test_the_older_names_win_over_their_paths() -> None:
 def test_bad_recognition_values_refused(recognition: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Settings(recognition=recognition)
+
+
+def test_the_renamed_large_channel_threshold_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "settings.toml"
+    config.write_text("words_min_targets = 5000\n")
+    monkeypatch.setenv("IMAGECLOUD_CONFIG", str(config))
+    with pytest.raises(ValueError, match="large_min_targets"):
+        load_settings()
+    monkeypatch.delenv("IMAGECLOUD_CONFIG")
+    monkeypatch.setenv("IMAGECLOUD_WORDS_MIN_TARGETS", "5000")
+    with pytest.raises(ValueError, match="large_min_targets"):
+        load_settings()
+    monkeypatch.delenv("IMAGECLOUD_WORDS_MIN_TARGETS")
+    assert load_settings().recognizer_settings().index.large_min_targets == 100_000

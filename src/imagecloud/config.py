@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -143,6 +143,16 @@ class Settings(BaseSettings):
     metrics_token: str = ""
     # Log lines as JSON objects (one per line, with the request id) or as plain text.
     log_json: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        # A renamed setting is refused, not ignored like other unknown names: the server would otherwise run
+        # on the default where its operator set a value.
+        given = isinstance(data, dict) and any(str(k).lower() == "words_min_targets" for k in data)
+        if given or any(k.upper() == "IMAGECLOUD_WORDS_MIN_TARGETS" for k in os.environ):
+            raise ValueError("words_min_targets is now large_min_targets (IMAGECLOUD_LARGE_MIN_TARGETS)")
+        return data
 
     @field_validator("second_pass", mode="before")
     @classmethod
