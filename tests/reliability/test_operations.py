@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -28,11 +28,25 @@ def chatty_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 
 def log_entries(server: ServerProcess) -> list[dict[str, object]]:
     entries = []
-    for line in server.log_path.read_text().splitlines():
+    # The server may be writing a line right now: only lines it has ended count.
+    for line in server.log_path.read_text().split("\n")[:-1]:
         entry = json.loads(line)  # every line is one JSON object
         assert isinstance(entry, dict)
         entries.append(entry)
     return entries
+
+
+def logged(
+    server: ServerProcess, request_id: str, wanted: Callable[[dict[str, object]], bool], seconds: float = 10.0
+) -> list[dict[str, object]]:
+    """The log entries of ``request_id`` once one of them is ``wanted`` (or when ``seconds`` are up): a line
+    is written after its response is sent, so it may arrive a moment after the client has the answer."""
+    deadline = time.monotonic() + seconds
+    while True:
+        entries = [e for e in log_entries(server) if e.get("request_id") == request_id]
+        if any(wanted(e) for e in entries) or time.monotonic() > deadline:
+            return entries
+        time.sleep(0.05)
 
 
 class TestHealth:
@@ -160,11 +174,12 @@ class TestRequestIds:
         account = chatty_server.new_account("rid1")
         response = chatty_server.post("GetImages", account.auth(), headers={"X-Request-ID": "trace-42.a"})
         assert response.headers["x-request-id"] == "trace-42.a"
-        access = [e for e in log_entries(chatty_server) if e.get("request_id") == "trace-42.a"]
-        assert any(
-            e["logger"] == "imagecloud.access" and e["path"] == "/GetImages" and e["returncode"] == 0
-            for e in access
-        ), access
+
+        def wanted(e: dict[str, object]) -> bool:
+            return e["logger"] == "imagecloud.access" and e["path"] == "/GetImages" and e["returncode"] == 0
+
+        access = logged(chatty_server, "trace-42.a", wanted)
+        assert any(wanted(e) for e in access), access
 
     def test_service_log_lines_carry_the_id(self, chatty_server: ServerProcess, target_jpeg):
         account = chatty_server.new_account("rid2")
@@ -174,7 +189,7 @@ class TestRequestIds:
             files=jpeg(target_jpeg),
             headers={"X-Request-ID": "add-7"},
         )
-        lines = [e for e in log_entries(chatty_server) if e.get("request_id") == "add-7"]
+        lines = logged(chatty_server, "add-7", lambda e: e["logger"] == "imagecloud.service.service")
         assert any(e["logger"] == "imagecloud.service.service" for e in lines), lines
 
     @pytest.mark.parametrize("given", ["", "has space", "x" * 200, "line\\nbreak"])
