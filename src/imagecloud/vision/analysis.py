@@ -16,7 +16,7 @@ import numpy as np
 from imagecloud.errors import FeatureInsufficient, ImageCloudError
 from imagecloud.vision.decode import decode_image
 from imagecloud.vision.features import FeatureExtractor, Features, FeatureSettings
-from imagecloud.vision.rating import MIN_KEYPOINTS, SelfTest, rate, rating_of, self_test
+from imagecloud.vision.rating import SelfTest, rate, rate_and_test, self_test
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,7 @@ class Analyser:
         s = self.settings
         img = decode_image(data, max_pixels=s.max_pixels, working_size=s.target_working_size)
         feats = self._extractor.extract(img.gray, img.scale, img.width, img.height)
-        if len(feats) < MIN_KEYPOINTS:  # refused before paying for the self-test
-            raise FeatureInsufficient(f"only {len(feats)} keypoints")
-        test = self_test(img.gray, feats, img.scale, self._extractor)
-        rating = rating_of(test, len(feats))
+        rating, test = rate_and_test(img.gray, feats, img.scale, self._extractor)
         return TargetAnalysis(
             # The self-test's per-keypoint counts are kept: the large-scale index indexes a target by its most
             # repeatable descriptors.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -54,10 +54,7 @@ class Features:
         """These features with their keypoints' self-test counts (clipped to 0-255)."""
         if len(counts) != len(self):
             raise ValueError(f"{len(counts)} counts for {len(self)} keypoints")
-        rep = np.clip(np.asarray(counts), 0, 255).astype(np.uint8)
-        return Features(
-            self.points, self.descriptors, self.angles, self.octaves, self.width, self.height, rep
-        )
+        return replace(self, repeatability=np.clip(np.asarray(counts), 0, 255).astype(np.uint8))
 
     def __len__(self) -> int:
         return int(self.points.shape[0])

@@ -96,19 +96,21 @@ def band(refound: float) -> int:
 
 def rate(gray: np.ndarray, features: Features, scale: float, extractor: FeatureExtractor) -> Rating:
     """Self-test of ``features`` (extracted from ``gray`` at ``scale``); raises FeatureInsufficient."""
-    if len(features) < MIN_KEYPOINTS:
-        raise FeatureInsufficient(f"only {len(features)} keypoints")
-    return rating_of(self_test(gray, features, scale, extractor), len(features))
+    return rate_and_test(gray, features, scale, extractor)[0]
 
 
-def rating_of(test: SelfTest, keypoints: int) -> Rating:
-    """The rating a self-test of ``keypoints`` features gives; raises FeatureInsufficient."""
-    if keypoints < MIN_KEYPOINTS:
-        raise FeatureInsufficient(f"only {keypoints} keypoints")
+def rate_and_test(
+    gray: np.ndarray, features: Features, scale: float, extractor: FeatureExtractor
+) -> tuple[Rating, SelfTest]:
+    """:func:`rate`, and the self-test it was computed from (whose per-keypoint counts AddImage keeps)."""
+    n = len(features)
+    if n < MIN_KEYPOINTS:  # refused before paying for the self-test
+        raise FeatureInsufficient(f"only {n} keypoints")
+    test = self_test(gray, features, scale, extractor)
     refound = float(np.mean(test.per_view))
     if refound < MIN_REFOUND:
         raise FeatureInsufficient(f"{refound:.1f} features re-found per simulated photo")
-    return Rating(level=band(refound), matchratio=round(min(1.0, refound / keypoints), 4), refound=refound)
+    return Rating(level=band(refound), matchratio=round(min(1.0, refound / n), 4), refound=refound), test
 
 
 @dataclass(frozen=True, eq=False)
