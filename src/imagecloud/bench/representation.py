@@ -45,6 +45,7 @@ import numpy as np
 from imagecloud.bench import machine
 from imagecloud.bench.corpus import render_distractor, start_worker
 from imagecloud.bench.dataset import images_in
+from imagecloud.index.binary import two_level_cells
 from imagecloud.recognition.settings import RecognizerSettings
 from imagecloud.vision.decode import decode_image
 from imagecloud.vision.features import FeatureExtractor, Features
@@ -228,16 +229,6 @@ def _unpack(codes: np.ndarray) -> np.ndarray:
     return np.unpackbits(codes, axis=1).astype(np.float32)
 
 
-def _binary_kmeans(codes: np.ndarray, k: int, seed: int, niter: int = 10) -> np.ndarray:
-    """k binary centroids of ``codes`` (k-means on the bits, centroids rounded back to bits)."""
-    if len(codes) <= k:
-        return np.ascontiguousarray(codes[:k])
-    km = faiss.Kmeans(BITS, k, niter=niter, seed=seed, verbose=False, min_points_per_centroid=1)
-    km.train(_unpack(codes))
-    centroids = np.asarray(km.centroids, dtype=np.float32)
-    return np.packbits(centroids > 0.5, axis=1)
-
-
 def _flat(codes: np.ndarray) -> faiss.IndexBinaryFlat:
     index = faiss.IndexBinaryFlat(BITS)
     index.add(np.ascontiguousarray(codes, dtype=np.uint8))
@@ -261,27 +252,7 @@ class TwoLevelQuantizer:
 
     @classmethod
     def train(cls, sample: np.ndarray, nlist: int, top: int, seed: int = 1) -> TwoLevelQuantizer:
-        top = min(top, nlist)
-        rng = np.random.default_rng(seed)
-        top_sample = sample[rng.permutation(len(sample))[: top * 100]]
-        top_codes = _binary_kmeans(top_sample, top, seed)
-        _, cell = _flat(top_codes).search(np.ascontiguousarray(sample), 1)
-        cell = cell.ravel()
-        sizes = np.bincount(cell, minlength=len(top_codes)).astype(np.float64)
-        # Sub-centroids in proportion to each cell's population (largest remainders), at least one each.
-        share = sizes / sizes.sum() * (nlist - len(top_codes))
-        alloc = np.floor(share).astype(np.int64) + 1
-        rest = nlist - int(alloc.sum())
-        if rest > 0:
-            alloc[np.argsort(-(share - np.floor(share)))[:rest]] += 1
-        subs = []
-        for c in range(len(top_codes)):
-            members = sample[cell == c]
-            if len(members) == 0:
-                subs.append(top_codes[c : c + 1])
-            else:
-                subs.append(_binary_kmeans(members, int(min(alloc[c], len(members))), seed + c))
-        return cls(top_codes, subs)
+        return cls(*two_level_cells(sample, nlist, top, seed))
 
     def centroids(self) -> np.ndarray:
         return np.concatenate(self.sub_codes)

@@ -660,34 +660,49 @@ def binary_kmeans(codes: np.ndarray, k: int, seed: int, niter: int = 10) -> np.n
     return np.packbits(np.asarray(km.centroids) > 0.5, axis=1)
 
 
+def _centroids_per_cell(sizes: np.ndarray, nlist: int) -> np.ndarray:
+    """How many of ``nlist`` centroids each top cell of a two-level quantizer gets, given how many sample
+    rows fell into each (``sizes``): at least one per cell, the rest by the largest remainders of each
+    cell's share of the sample."""
+    share = sizes.astype(np.float64) / sizes.sum() * (nlist - len(sizes))
+    alloc: np.ndarray = np.floor(share).astype(np.int64) + 1
+    rest = nlist - int(alloc.sum())
+    if rest > 0:
+        alloc[np.argsort(-(share - np.floor(share)))[:rest]] += 1
+    return alloc
+
+
 def two_level_centroids(sample: np.ndarray, nlist: int, seed: int = 1) -> np.ndarray:
-    """At most ``nlist`` binary centroids trained in two levels: about sqrt(nlist) k-means cells (at most
-    256) over the sample, each split by its own k-means into sub-centroids in proportion to its share of
-    the sample.
+    """At most ``nlist`` binary centroids trained in two levels (:func:`two_level_cells`) with about
+    sqrt(nlist) top cells, at most 256.
 
     Searches assign descriptors among all the centroids, exactly (a flat quantizer); only training is split.
     """
-    top = max(1, min(256, math.isqrt(nlist)))
+    _, parts = two_level_cells(sample, nlist, max(1, min(256, math.isqrt(nlist))), seed)
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.uint8)
+
+
+def two_level_cells(
+    sample: np.ndarray, nlist: int, top: int, seed: int = 1
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``top`` k-means cells over the sample, and each cell's own k-means centroids, at most ``nlist`` in all
+    (:func:`_centroids_per_cell`); a cell the sample left empty keeps its own centroid."""
+    sample = np.ascontiguousarray(sample, dtype=np.uint8)
+    top = min(top, nlist)
     rng = np.random.default_rng(seed)
     top_codes = binary_kmeans(sample[rng.permutation(len(sample))[: top * 100]], top, seed)
     cells = faiss.IndexBinaryFlat(BITS)
     cells.add(top_codes)
     _, cell = cells.search(sample, 1)
     cell = cell.ravel()
-    sizes = np.bincount(cell, minlength=len(top_codes)).astype(np.float64)
-    # At least one centroid per cell, the rest by the largest remainders of each cell's share.
-    share = sizes / sizes.sum() * (nlist - len(top_codes))
-    alloc = np.floor(share).astype(np.int64) + 1
-    rest = nlist - int(alloc.sum())
-    if rest > 0:
-        alloc[np.argsort(-(share - np.floor(share)))[:rest]] += 1
+    alloc = _centroids_per_cell(np.bincount(cell, minlength=len(top_codes)), nlist)
     parts = []
     for c in range(len(top_codes)):
         members = sample[cell == c]
         parts.append(
             top_codes[c : c + 1] if len(members) == 0 else binary_kmeans(members, int(alloc[c]), seed + c)
         )
-    return np.ascontiguousarray(np.concatenate(parts), dtype=np.uint8)
+    return top_codes, parts
 
 
 def _dead_rows(seg: _Segment, dead: frozenset[int]) -> int:
