@@ -155,9 +155,24 @@ class TieredIndex:
 
     def load(self, items: Iterable[tuple[int, int, bytes]]) -> None:
         """Bulk insert at start-up: large scopes (see :meth:`open`) into the subset index, the rest into the
-        exact index (word-served scopes are not given here)."""
+        exact index (word-served scopes are not given here).
+
+        Without large scopes the rows stream into the exact index. With them, the small scopes' rows are
+        held until the large ones are loaded: each index loads in one pass.
+        """
         scopes: set[int] = set()
         large = self.subset_scopes()
+        if not large:
+
+            def noting(rows: Iterable[tuple[int, int, bytes]]) -> Iterator[tuple[int, int, bytes]]:
+                for row in rows:
+                    scopes.add(row[0])
+                    yield row
+
+            self.exact.load(noting(items))
+            for scope in scopes:
+                self._grow_check(scope)
+            return
         small: list[tuple[int, int, bytes]] = []
 
         def routing(rows: Iterable[tuple[int, int, bytes]]) -> Iterator[tuple[int, int, bytes]]:
