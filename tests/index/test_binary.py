@@ -219,6 +219,26 @@ class TestSegmentPolicy:
         assert index.shortlist(_descriptors(3), [1], 5) == []
         assert index.shortlist(_noisy(_descriptors(4), 1), [1], 1)[0].entry == 4
 
+    def test_rebuilt_segments_keep_every_row(self) -> None:
+        """The index keeps no copy of the descriptors beside its segments: a rebuild (seal, merge, compact,
+        retrain) reads them back from the segments it replaces, and must give every live entry all its rows."""
+        index = BinaryVotingIndex(IndexSettings(**{**vars(self.settings), "retrain_growth": 3.0}))
+        index.load((1, e, _descriptors(e)) for e in range(12))
+        live = set(range(12))
+        for e in range(12, 48):
+            index.add(1, e, _descriptors(e))
+            live.add(e)
+            if e % 5 == 0:
+                index.remove(1, e - 7)
+                live.discard(e - 7)
+        index.wait_idle()
+        assert index.rows_built > 40 * 300  # the scope was rebuilt, not only appended to
+        assert len(index) == len(live)
+        for e in range(48):
+            # Each descriptor finds its own row at distance 0, and random others are far beyond max_distance.
+            expected = [(e, 300.0)] if e in live else []
+            assert [(c.entry, c.votes) for c in index.shortlist(_descriptors(e), [1], 3)] == expected
+
     def test_quantizer_is_retrained_once_the_scope_has_grown(self) -> None:
         index = BinaryVotingIndex(IndexSettings(**{**vars(self.settings), "retrain_growth": 2.0}))
         index.load((1, e, _descriptors(e)) for e in range(10))  # 3,000 rows: trained on these

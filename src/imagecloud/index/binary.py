@@ -254,7 +254,6 @@ class BinaryVotingIndex:
         self._snapshots: dict[int, _Snapshot] = {}
         self._jobs: dict[int, _Job] = {}  # the running background job per scope
         self._threads: list[threading.Thread] = []
-        self._descriptors: dict[int, tuple[int, np.ndarray]] = {}  # entry -> (scope, descriptors)
         self._rows_built = 0
 
     # ----------------------------------------------------------------------------- writers
@@ -271,7 +270,6 @@ class BinaryVotingIndex:
         segment = _flat_segment([(entry, desc)])
         with self._writer(scope):
             with self._swap:
-                self._descriptors[entry] = (scope, desc)
                 snap = self._snapshots.get(scope, _Snapshot())
                 self._snapshots[scope] = _Snapshot((*snap.segments, segment), snap.dead, snap.coarse)
             self._maintain(scope)
@@ -279,7 +277,6 @@ class BinaryVotingIndex:
     def remove(self, scope: int, entry: int) -> None:
         with self._writer(scope):
             with self._swap:
-                self._descriptors.pop(entry, None)
                 snap = self._snapshots.get(scope)
                 if snap is not None:
                     self._snapshots[scope] = _Snapshot(snap.segments, snap.dead | {entry}, snap.coarse)
@@ -288,11 +285,7 @@ class BinaryVotingIndex:
 
     def drop_scope(self, scope: int) -> None:
         with self._writer(scope), self._swap:
-            snap = self._snapshots.pop(scope, None)
-            if snap is not None:
-                for seg in snap.segments:
-                    for e in seg.rows_by_entry:
-                        self._descriptors.pop(e, None)
+            self._snapshots.pop(scope, None)
 
     def load(self, items: Iterable[tuple[int, int, np.ndarray]]) -> None:
         """Bulk insert; builds one segment per scope directly instead of many small ones."""
@@ -303,10 +296,8 @@ class BinaryVotingIndex:
         for scope, rows in by_scope.items():
             with self._writer(scope):
                 with self._swap:
-                    for entry, desc in rows:
-                        self._descriptors[entry] = (scope, desc)
                     snap = self._snapshots.get(scope, _Snapshot())
-                    live = self._live_rows(snap.segments, snap.dead)
+                live = _live_rows(snap.segments, snap.dead)
                 everything = live + rows
                 total = sum(len(d) for _, d in everything)
                 coarse = self._train(everything) if total >= self.settings.ivf_min_rows else None
@@ -328,8 +319,6 @@ class BinaryVotingIndex:
         segment = _flat_segment(rows)
         with self._writer(scope):
             with self._swap:
-                for entry, desc in rows:
-                    self._descriptors[entry] = (scope, desc)
                 snap = self._snapshots.get(scope, _Snapshot())
                 self._snapshots[scope] = _Snapshot((*snap.segments, segment), snap.dead, snap.coarse)
             self._maintain(scope)
@@ -351,17 +340,10 @@ class BinaryVotingIndex:
             out[scope] = SealedScope(c.quantizer, c.serial, c.nlist, c.trained_rows, segments)
         return out
 
-    def restore(
-        self,
-        scope: int,
-        saved: SealedScope,
-        dead: frozenset[int],
-        descriptors: dict[int, np.ndarray],
-    ) -> None:
+    def restore(self, scope: int, saved: SealedScope, dead: frozenset[int]) -> None:
         """Put saved IVF segments back as the scope's only segments.
 
-        ``dead`` are saved entries that are no longer current (searches skip them, upkeep compacts them
-        away); ``descriptors`` are those of the live saved entries, which upkeep needs to rebuild segments.
+        ``dead`` are saved entries that are no longer current: searches skip them, upkeep compacts them away.
         """
         coarse = _Coarse(
             saved.quantizer,
@@ -377,19 +359,8 @@ class BinaryVotingIndex:
             segments.append(_Segment(seg.index, rows, seg.spans, coarse=coarse, serial=seg.serial))
         with self._writer(scope):
             with self._swap:
-                for entry, desc in descriptors.items():
-                    self._descriptors[entry] = (scope, np.ascontiguousarray(desc, dtype=np.uint8))
                 self._snapshots[scope] = _Snapshot(tuple(segments), dead, coarse)
             self._maintain(scope)
-
-    def _live_rows(self, segments: Iterable[_Segment], dead: frozenset[int]) -> list[tuple[int, np.ndarray]]:
-        """Called with ``_swap`` held: the descriptors of the entries in ``segments`` that are alive."""
-        out = []
-        for seg in segments:
-            for e in seg.rows_by_entry:
-                if e not in dead and e in self._descriptors:
-                    out.append((e, self._descriptors[e][1]))
-        return out
 
     def _maintain(self, scope: int) -> None:
         """Called with the scope's writer lock held: keep segments few and start background upkeep."""
@@ -402,8 +373,7 @@ class BinaryVotingIndex:
         claimed = busy.inputs if busy is not None else ()
         small = [seg for seg in snap.segments if not seg.approximate and seg not in claimed]
         if len(small) > s.max_small_segments:
-            with self._swap:
-                rows = self._live_rows(small, snap.dead)
+            rows = _live_rows(small, snap.dead)
             merged = _flat_segment(rows)
             with self._swap:
                 current = self._snapshots[scope]
@@ -456,8 +426,10 @@ class BinaryVotingIndex:
         try:
             with self._swap:
                 snap = self._snapshots.get(scope)
-                rows = self._live_rows(job.inputs, snap.dead) if snap is not None else []
-                coarse = snap.coarse if snap is not None else None
+            # Read back from the job's segments, which are immutable, with no lock held: the codes of a
+            # large scope take a while to gather.
+            rows = _live_rows(job.inputs, snap.dead) if snap is not None else []
+            coarse = snap.coarse if snap is not None else None
             built: _Segment | None = None
             if snap is not None and rows:
                 # The slow part, with no lock held.
@@ -597,8 +569,10 @@ class BinaryVotingIndex:
         return Ballot(uniq.astype(np.int64), votes, scope_of)
 
     def __len__(self) -> int:
+        """Live entries over all scopes."""
         with self._swap:
-            return len(self._descriptors)
+            snaps = list(self._snapshots.values())
+        return sum(len(seg.rows_by_entry.keys() - snap.dead) for snap in snaps for seg in snap.segments)
 
     def memory_bytes(self) -> int:
         """Approximate RAM held by index codes and row maps (the descriptors belong to the caller)."""
@@ -703,6 +677,48 @@ def two_level_cells(
             top_codes[c : c + 1] if len(members) == 0 else binary_kmeans(members, int(alloc[c]), seed + c)
         )
     return top_codes, parts
+
+
+def _live_rows(segments: Iterable[_Segment], dead: frozenset[int]) -> list[tuple[int, np.ndarray]]:
+    """The descriptors of the live entries of ``segments``, read back from the segments' own codes.
+
+    The index keeps no other copy of them: for the large-scale index that copy was as large as the index.
+    """
+    out: list[tuple[int, np.ndarray]] = []
+    for seg in segments:
+        codes, entries = _segment_codes(seg)
+        if seg.coarse is not None:
+            # IVF rows lie in list order; a stable sort by entry gathers each entry's rows and keeps their
+            # order within each list, so a rebuild with the same quantizer fills every list as before.
+            order = np.argsort(entries, kind="stable")
+            codes, entries = codes[order], entries[order]
+            starts = np.searchsorted(entries, list(seg.rows_by_entry))
+        else:
+            starts = np.array([span[0] for span in seg.rows_by_entry.values()], np.int64)
+        for (e, (a, b)), start in zip(seg.rows_by_entry.items(), starts.tolist(), strict=True):
+            if e not in dead:
+                out.append((e, codes[start : start + b - a]))
+    return out
+
+
+def _segment_codes(seg: _Segment) -> tuple[np.ndarray, np.ndarray]:
+    """A segment's rows as (codes, entry of each row); for IVF segments in list order."""
+    size = BITS // 8
+    if seg.coarse is None:
+        assert seg.entries is not None
+        flat = faiss.vector_to_array(seg.index.xb)  # type: ignore[attr-defined]
+        return flat.reshape(seg.rows, size), seg.entries
+    lists = seg.index.invlists  # type: ignore[attr-defined]
+    codes = np.empty((seg.rows, size), np.uint8)
+    entries = np.empty(seg.rows, np.int64)
+    at = 0
+    for i in range(lists.nlist):
+        n = lists.list_size(i)
+        if n:
+            codes[at : at + n] = faiss.rev_swig_ptr(lists.get_codes(i), n * size).reshape(n, size)
+            entries[at : at + n] = faiss.rev_swig_ptr(lists.get_ids(i), n)
+            at += n
+    return codes, entries
 
 
 def _dead_rows(seg: _Segment, dead: frozenset[int]) -> int:

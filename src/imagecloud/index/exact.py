@@ -178,10 +178,9 @@ class ExactIndex:
             if not kept:
                 continue
             dead = frozenset(e for seg in kept for e in seg.spans if e not in live)
-            descriptors = {e: live[e] for seg in kept for e in seg.spans if e in live}
-            self._index.restore(scope, replace(scope_saved.sealed, segments=tuple(kept)), dead, descriptors)
+            self._index.restore(scope, replace(scope_saved.sealed, segments=tuple(kept)), dead)
             restored.add(scope)
-            count += len(descriptors)
+            count += sum(1 for seg in kept for e in seg.spans if e in live)
         self.restored = count
         return restored
 
