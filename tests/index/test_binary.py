@@ -221,7 +221,7 @@ class TestSegmentPolicy:
 
     def test_rebuilt_segments_keep_every_row(self) -> None:
         """The index keeps no copy of the descriptors beside its segments: a rebuild (seal, merge, compact,
-        retrain) reads them back from the segments it replaces, and must give every live entry all its rows."""
+        retrain) reads them back from the segments it replaces and must give each live entry all its rows."""
         index = BinaryVotingIndex(IndexSettings(**{**vars(self.settings), "retrain_growth": 3.0}))
         index.load((1, e, _descriptors(e)) for e in range(12))
         live = set(range(12))

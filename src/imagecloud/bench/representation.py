@@ -45,7 +45,7 @@ import numpy as np
 from imagecloud.bench import machine
 from imagecloud.bench.corpus import render_distractor, start_worker
 from imagecloud.bench.dataset import images_in
-from imagecloud.index.binary import two_level_cells
+from imagecloud.index.quantizer import two_level_cells
 from imagecloud.recognition.settings import RecognizerSettings
 from imagecloud.vision.decode import decode_image
 from imagecloud.vision.features import FeatureExtractor, Features

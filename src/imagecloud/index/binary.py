@@ -48,7 +48,8 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
-BITS = 256
+from imagecloud.index.quantizer import BITS, CoarseQuantizer, two_level_centroids
+
 _FAR = np.int32(BITS + 1)  # distance given to "no neighbour" slots: beyond any real one
 
 
@@ -120,10 +121,13 @@ class IndexSettings:
     # Training them takes ~40 s of one core in the background, once per 4x growth of the scope.
     max_lists: int = 4096
     train_per_list: int = 40  # training sample = nlist * this (FAISS wants >= 39)
-    # Above this many lists the centroids are trained in two levels (``two_level_centroids``): one k-means
-    # over all 256 bits costs time proportional to sample x lists, i.e. to the square of the lists, which
-    # at 16,384 lists is hours of one core; two levels cost minutes at most.
-    flat_train_max_lists: int = 4096
+    # Above this many lists the quantizer is two-level (index.quantizer): its centroids are trained in two
+    # levels (one k-means over all 256 bits takes hours of one core at 16,384 lists) and a descriptor finds
+    # its lists among the centroids of its ``top_probe`` nearest top cells only, so lists can be short:
+    # ``rows_per_list`` rows each instead of ~sqrt(rows) / 4 (the two agree at 4,096 lists, ~1M rows).
+    flat_quantizer_max_lists: int = 4096
+    top_probe: int = 2
+    rows_per_list: int = 256
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,7 @@ def next_serial() -> int:
 class _Coarse:
     """A scope's trained coarse quantizer, shared by all its IVF segments; read-only once published."""
 
-    quantizer: faiss.IndexBinaryFlat  # the nlist centroids; kept here since FAISS does not own it from Python
+    quantizer: CoarseQuantizer  # its flat index is kept here too, since FAISS does not own it from Python
     nlist: int
     nprobe: int
     trained_rows: int  # live rows of the scope when it was trained
@@ -337,7 +341,7 @@ class BinaryVotingIndex:
                 for seg in snap.segments
                 if seg.coarse is c
             )
-            out[scope] = SealedScope(c.quantizer, c.serial, c.nlist, c.trained_rows, segments)
+            out[scope] = SealedScope(c.quantizer.flat, c.serial, c.nlist, c.trained_rows, segments)
         return out
 
     def restore(self, scope: int, saved: SealedScope, dead: frozenset[int]) -> None:
@@ -346,7 +350,7 @@ class BinaryVotingIndex:
         ``dead`` are saved entries that are no longer current: searches skip them, upkeep compacts them away.
         """
         coarse = _Coarse(
-            saved.quantizer,
+            self._quantizer(saved.quantizer),
             saved.nlist,
             min(self.settings.nprobe, saved.nlist),
             saved.trained_rows,
@@ -468,7 +472,7 @@ class BinaryVotingIndex:
     def _train(self, rows: list[tuple[int, np.ndarray]]) -> _Coarse:
         s = self.settings
         total = sum(len(d) for _, d in rows)
-        nlist = int(min(s.max_lists, max(64, 2 ** round(math.log2(max(1.0, 4 * math.sqrt(total)))))))
+        nlist = _list_count(total, s)
         wanted = nlist * s.train_per_list
         # The sample is drawn by row number, so only the sampled rows are copied, not the whole scope.
         offsets = np.cumsum([0] + [len(d) for _, d in rows])
@@ -482,13 +486,16 @@ class BinaryVotingIndex:
             [rows[o][1][p - offsets[o]] for o, p in zip(owner.tolist(), picks.tolist(), strict=True)]
         )
         sample = np.ascontiguousarray(sample, dtype=np.uint8)
-        quantizer = faiss.IndexBinaryFlat(BITS)
-        if nlist > s.flat_train_max_lists:
-            quantizer.add(two_level_centroids(sample, nlist))
+        flat = faiss.IndexBinaryFlat(BITS)
+        if nlist > s.flat_quantizer_max_lists:
+            flat.add(two_level_centroids(sample, nlist))
         else:
-            trainer = faiss.IndexBinaryIVF(quantizer, BITS, nlist)
+            trainer = faiss.IndexBinaryIVF(flat, BITS, nlist)
             trainer.train(sample)
-        return _Coarse(quantizer, quantizer.ntotal, min(s.nprobe, quantizer.ntotal), total)
+        return _Coarse(self._quantizer(flat), flat.ntotal, min(s.nprobe, flat.ntotal), total)
+
+    def _quantizer(self, flat: faiss.IndexBinaryFlat) -> CoarseQuantizer:
+        return CoarseQuantizer(flat, self.settings.flat_quantizer_max_lists, self.settings.top_probe)
 
     def wait_idle(self, timeout: float | None = None) -> None:
         """Block until background jobs finish (for tests, benchmarks and orderly shutdown).
@@ -624,61 +631,6 @@ def _nearest(query: np.ndarray, snap: _Snapshot, k: int) -> tuple[np.ndarray, np
     return dist, ent
 
 
-def binary_kmeans(codes: np.ndarray, k: int, seed: int, niter: int = 10) -> np.ndarray:
-    """``k`` binary centroids of ``codes``: k-means on the bits as 0/1 floats, centroids rounded to bits."""
-    codes = np.ascontiguousarray(codes, dtype=np.uint8)
-    if len(codes) <= k:
-        return codes[:k].copy()
-    km = faiss.Kmeans(BITS, k, niter=niter, seed=seed, verbose=False, min_points_per_centroid=1)
-    km.train(np.unpackbits(codes, axis=1).astype(np.float32))
-    return np.packbits(np.asarray(km.centroids) > 0.5, axis=1)
-
-
-def _centroids_per_cell(sizes: np.ndarray, nlist: int) -> np.ndarray:
-    """How many of ``nlist`` centroids each top cell of a two-level quantizer gets, given how many sample
-    rows fell into each (``sizes``): at least one per cell, the rest by the largest remainders of each
-    cell's share of the sample."""
-    share = sizes.astype(np.float64) / sizes.sum() * (nlist - len(sizes))
-    alloc: np.ndarray = np.floor(share).astype(np.int64) + 1
-    rest = nlist - int(alloc.sum())
-    if rest > 0:
-        alloc[np.argsort(-(share - np.floor(share)))[:rest]] += 1
-    return alloc
-
-
-def two_level_centroids(sample: np.ndarray, nlist: int, seed: int = 1) -> np.ndarray:
-    """At most ``nlist`` binary centroids trained in two levels (:func:`two_level_cells`) with about
-    sqrt(nlist) top cells, at most 256.
-
-    Searches assign descriptors among all the centroids, exactly (a flat quantizer); only training is split.
-    """
-    _, parts = two_level_cells(sample, nlist, max(1, min(256, math.isqrt(nlist))), seed)
-    return np.ascontiguousarray(np.concatenate(parts), dtype=np.uint8)
-
-
-def two_level_cells(
-    sample: np.ndarray, nlist: int, top: int, seed: int = 1
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """``top`` k-means cells over the sample, and each cell's own k-means centroids, at most ``nlist`` in all
-    (:func:`_centroids_per_cell`); a cell the sample left empty keeps its own centroid."""
-    sample = np.ascontiguousarray(sample, dtype=np.uint8)
-    top = min(top, nlist)
-    rng = np.random.default_rng(seed)
-    top_codes = binary_kmeans(sample[rng.permutation(len(sample))[: top * 100]], top, seed)
-    cells = faiss.IndexBinaryFlat(BITS)
-    cells.add(top_codes)
-    _, cell = cells.search(sample, 1)
-    cell = cell.ravel()
-    alloc = _centroids_per_cell(np.bincount(cell, minlength=len(top_codes)), nlist)
-    parts = []
-    for c in range(len(top_codes)):
-        members = sample[cell == c]
-        parts.append(
-            top_codes[c : c + 1] if len(members) == 0 else binary_kmeans(members, int(alloc[c]), seed + c)
-        )
-    return top_codes, parts
-
-
 def _live_rows(segments: Iterable[_Segment], dead: frozenset[int]) -> list[tuple[int, np.ndarray]]:
     """The descriptors of the live entries of ``segments``, read back from the segments' own codes.
 
@@ -721,6 +673,15 @@ def _segment_codes(seg: _Segment) -> tuple[np.ndarray, np.ndarray]:
     return codes, entries
 
 
+def _list_count(rows: int, s: IndexSettings) -> int:
+    """Lists of a scope of ``rows`` rows, a power of two: ~4 sqrt(rows) while every centroid is compared
+    with each descriptor, ~rows / rows_per_list once only a few top cells' centroids are."""
+    wanted = max(64.0, 4 * math.sqrt(rows))
+    if wanted > s.flat_quantizer_max_lists:
+        wanted = max(wanted, rows / s.rows_per_list)
+    return int(min(s.max_lists, 2 ** round(math.log2(wanted))))
+
+
 def _dead_rows(seg: _Segment, dead: frozenset[int]) -> int:
     total = 0
     for e in dead:
@@ -760,14 +721,18 @@ def _flat_segment(rows: list[tuple[int, np.ndarray]]) -> _Segment:
 
 def _ivf_segment(rows: list[tuple[int, np.ndarray]], coarse: _Coarse) -> _Segment:
     """An IVF segment over ``rows`` with an already trained quantizer: assignment only, no k-means."""
-    ivf = faiss.IndexBinaryIVF(coarse.quantizer, BITS, coarse.nlist)
+    ivf = faiss.IndexBinaryIVF(coarse.quantizer.flat, BITS, coarse.nlist)
     ivf.nprobe = coarse.nprobe
     ranges: dict[int, tuple[int, int]] = {}
     start = 0
     # Added a few targets at a time: the rows are never all stacked into one more copy.
     for chunk in _batched(rows, 64):
         data, entries, spans = _stack(chunk)
-        ivf.add_with_ids(data, entries)
+        # Each row goes to the list a query descriptor like it would search (the quantizer's own search).
+        lists = coarse.quantizer.assign(data)
+        ivf.add_core(  # type: ignore[attr-defined]
+            len(data), faiss.swig_ptr(data), faiss.swig_ptr(entries), faiss.swig_ptr(lists)
+        )
         for e, (a, b) in spans.items():
             ranges[e] = (start + a, start + b)
         start += len(entries)

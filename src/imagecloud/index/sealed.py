@@ -33,7 +33,9 @@ from imagecloud.index.binary import SealedScope, SealedSegment, next_serial
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+# 2: the rows of a scope whose quantizer is two-level are in the lists its two-level search finds (format 1
+# put them in their nearest centroid's list, which that search may not probe): older saves are rebuilt.
+FORMAT = 2
 MANIFEST = "manifest.json"
 
 

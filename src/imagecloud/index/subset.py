@@ -12,7 +12,7 @@ hold 24% and its first 128 in spread order 13%; its 200 most re-found hold 34%
 (bench/results/scale/representation.md).
 
 A scope this large has tens of millions of rows, so its inverted file has more lists (about 4 sqrt(rows),
-up to 65,536), trained in two levels (:func:`imagecloud.index.binary.two_level_centroids`).
+up to 65,536), trained in two levels (:mod:`imagecloud.index.quantizer`).
 """
 
 from __future__ import annotations
