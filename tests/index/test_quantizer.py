@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import faiss
 import numpy as np
 
 from imagecloud.index.binary import BinaryVotingIndex, IndexSettings, _list_count
+from imagecloud.index.exact import ExactIndex
 from imagecloud.index.quantizer import CoarseQuantizer, two_level_centroids
+from imagecloud.vision.features import Features
 
 
 def _clustered(seed: int, centres: int, rows: int, flip: float = 0.06) -> tuple[np.ndarray, np.ndarray]:
@@ -24,7 +28,7 @@ def _flat(centroids: np.ndarray) -> faiss.IndexBinaryFlat:
 def test_small_quantizers_compare_every_centroid() -> None:
     _, rows = _clustered(0, 100, 5_000)
     flat = _flat(two_level_centroids(rows, 256))
-    quantizer = CoarseQuantizer(flat, flat_max=4096, top_probe=2)
+    quantizer = CoarseQuantizer(flat)
     assert not quantizer.two_level
     queries = rows[:500]
     got, want = quantizer.search(queries, 8), flat.search(queries, 8)
@@ -34,7 +38,7 @@ def test_small_quantizers_compare_every_centroid() -> None:
 def test_two_level_search_is_exact_when_every_top_cell_is_probed() -> None:
     _, rows = _clustered(1, 300, 30_000)
     flat = _flat(two_level_centroids(rows, 1024))
-    quantizer = CoarseQuantizer(flat, flat_max=64, top_probe=10_000)
+    quantizer = CoarseQuantizer(flat, top_probe=10_000)
     assert quantizer.two_level
     queries = rows[:800]
     dist, lists = quantizer.search(queries, 6)
@@ -48,7 +52,7 @@ def test_two_level_search_is_exact_when_every_top_cell_is_probed() -> None:
 def test_two_level_search_finds_most_nearest_centroids_and_assigns_like_it_searches() -> None:
     _, rows = _clustered(2, 300, 30_000)
     flat = _flat(two_level_centroids(rows, 1024))
-    quantizer = CoarseQuantizer(flat, flat_max=64, top_probe=2)
+    quantizer = CoarseQuantizer(flat, top_probe=2)
     assert quantizer.two_level
     queries = rows[:2_000]
     dist, lists = quantizer.search(queries, 4)
@@ -60,12 +64,13 @@ def test_two_level_search_finds_most_nearest_centroids_and_assigns_like_it_searc
 
 
 def test_list_count_follows_rows_per_list_once_the_quantizer_is_two_level() -> None:
-    s = IndexSettings(max_lists=65_536, flat_quantizer_max_lists=4096, rows_per_list=256)
+    s = IndexSettings(max_lists=65_536, flat_train_max_lists=4096, rows_per_list=256, top_probe=2)
     assert _list_count(60_000, s) == 1024  # 4 sqrt(rows) = 980
     assert _list_count(1_000_000, s) == 4096  # both rules agree here
     assert _list_count(20_000_000, s) == 65_536  # rows / 256 = 78,125; 4 sqrt(rows) would give 16,384
     assert _list_count(200_000_000, s) == 65_536  # capped
-    assert _list_count(20_000_000, IndexSettings(max_lists=4096)) == 4096
+    assert _list_count(20_000_000, IndexSettings(max_lists=4096, top_probe=2)) == 4096
+    assert _list_count(20_000_000, IndexSettings(max_lists=65_536)) == 16_384  # every centroid compared
 
 
 def test_ivf_segments_built_with_a_two_level_quantizer_find_their_rows() -> None:
@@ -76,7 +81,7 @@ def test_ivf_segments_built_with_a_two_level_quantizer_find_their_rows() -> None
     settings = IndexSettings(
         ivf_min_rows=4_000,
         max_lists=1024,
-        flat_quantizer_max_lists=16,
+        flat_train_max_lists=16,
         rows_per_list=16,
         top_probe=1,
         nprobe=1,
@@ -88,3 +93,34 @@ def test_ivf_segments_built_with_a_two_level_quantizer_find_their_rows() -> None
     for e, d in rows[::7]:
         top = index.shortlist(d, [1], 1)
         assert top[0].entry == e and top[0].votes == 200.0
+
+
+def _blob(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    return Features(
+        points=rng.uniform(0, 100, (200, 2)).astype(np.float32),
+        descriptors=rng.integers(0, 256, (200, 32), dtype=np.uint8),
+        angles=np.zeros(200, np.float32),
+        octaves=np.zeros(200, np.uint8),
+        width=100,
+        height=100,
+    ).to_bytes()
+
+
+def test_saved_rows_are_reused_only_by_an_index_whose_quantizer_searches_alike(tmp_path: Path) -> None:
+    """Rows saved in the lists a two-level search found are not restored into an index that compares every
+    centroid (nor the other way round): its descriptors would often scan other lists. They are re-indexed."""
+    blobs = {t: _blob(t) for t in range(1, 41)}
+    flat = IndexSettings(ivf_min_rows=4_000, max_lists=1024, flat_train_max_lists=16, nprobe=1)
+    two_level = IndexSettings(**{**vars(flat), "top_probe": 1, "rows_per_list": 16})
+    first = ExactIndex(two_level, tmp_path)
+    first.load((1, t, b) for t, b in blobs.items())
+    first.wait_saved()
+    for settings, restored in ((two_level, 40), (flat, 0), (flat, 40)):
+        index = ExactIndex(settings, tmp_path)
+        index.load((1, t, b) for t, b in blobs.items())
+        index.wait_saved()
+        assert index.restored == restored
+        for t in (3, 17, 40):
+            [best] = index.search(Features.from_bytes(blobs[t]).descriptors, [1], 1)
+            assert (best.target, best.score) == (t, 200.0)

@@ -111,7 +111,7 @@ def test_two_level_centroids_partition_like_kmeans() -> None:
 def test_ivf_with_two_level_quantizer_finds_near_duplicates() -> None:
     rng = np.random.default_rng(1)
     rows = [(e, rng.integers(0, 256, (200, 32), dtype=np.uint8)) for e in range(1, 41)]
-    settings = IndexSettings(ivf_min_rows=4_000, max_lists=1024, flat_quantizer_max_lists=16, nprobe=8)
+    settings = IndexSettings(ivf_min_rows=4_000, max_lists=1024, flat_train_max_lists=16, nprobe=8)
     index = BinaryVotingIndex(settings)
     index.load((1, e, d) for e, d in rows)
     assert [s.approximate for s in index.segments(1)] == [True]

@@ -121,12 +121,15 @@ class IndexSettings:
     # Training them takes ~40 s of one core in the background, once per 4x growth of the scope.
     max_lists: int = 4096
     train_per_list: int = 40  # training sample = nlist * this (FAISS wants >= 39)
-    # Above this many lists the quantizer is two-level (index.quantizer): its centroids are trained in two
-    # levels (one k-means over all 256 bits takes hours of one core at 16,384 lists) and a descriptor finds
-    # its lists among the centroids of its ``top_probe`` nearest top cells only, so lists can be short:
-    # ``rows_per_list`` rows each instead of ~sqrt(rows) / 4 (the two agree at 4,096 lists, ~1M rows).
-    flat_quantizer_max_lists: int = 4096
-    top_probe: int = 2
+    # Above this many lists the centroids are trained in two levels (``index.quantizer``): one k-means over
+    # all 256 bits costs time proportional to sample x lists, which at 16,384 lists is hours of one core.
+    flat_train_max_lists: int = 4096
+    # Above flat_train_max_lists lists, with top_probe > 0, a descriptor finds its lists among the centroids
+    # of its top_probe nearest top cells only instead of among all of them, so lists can be short:
+    # rows_per_list rows each instead of ~sqrt(rows) / 4 (the two agree at 4,096 lists, ~1M rows). At
+    # 100,000 targets of the subset index (20M rows) that made photos of nothing 40% cheaper and found 2-4
+    # fewer of 200 covers (docs/RECOGNITION.md, section 3b), so it is off (0) by default.
+    top_probe: int = 0
     rows_per_list: int = 256
 
 
@@ -234,6 +237,7 @@ class SealedScope:
     nlist: int
     trained_rows: int
     segments: tuple[SealedSegment, ...]
+    top_probe: int = 0  # the quantizer's top_probe when the rows were put in their lists (0: all centroids)
 
 
 @dataclass(frozen=True, eq=False)
@@ -341,7 +345,9 @@ class BinaryVotingIndex:
                 for seg in snap.segments
                 if seg.coarse is c
             )
-            out[scope] = SealedScope(c.quantizer.flat, c.serial, c.nlist, c.trained_rows, segments)
+            out[scope] = SealedScope(
+                c.quantizer.flat, c.serial, c.nlist, c.trained_rows, segments, c.quantizer.top_probe
+            )
         return out
 
     def restore(self, scope: int, saved: SealedScope, dead: frozenset[int]) -> None:
@@ -487,7 +493,7 @@ class BinaryVotingIndex:
         )
         sample = np.ascontiguousarray(sample, dtype=np.uint8)
         flat = faiss.IndexBinaryFlat(BITS)
-        if nlist > s.flat_quantizer_max_lists:
+        if nlist > s.flat_train_max_lists:
             flat.add(two_level_centroids(sample, nlist))
         else:
             trainer = faiss.IndexBinaryIVF(flat, BITS, nlist)
@@ -495,7 +501,14 @@ class BinaryVotingIndex:
         return _Coarse(self._quantizer(flat), flat.ntotal, min(s.nprobe, flat.ntotal), total)
 
     def _quantizer(self, flat: faiss.IndexBinaryFlat) -> CoarseQuantizer:
-        return CoarseQuantizer(flat, self.settings.flat_quantizer_max_lists, self.settings.top_probe)
+        s = self.settings
+        return CoarseQuantizer(flat, s.top_probe if flat.ntotal > s.flat_train_max_lists else 0)
+
+    def assigned_like(self, saved: SealedScope) -> bool:
+        """Whether this index would put the saved scope's rows in the lists they are in (its quantizer
+        searches the saved centroids as the one that filled them did), so its segments can be reused."""
+        s = self.settings
+        return saved.top_probe == (s.top_probe if saved.nlist > s.flat_train_max_lists else 0)
 
     def wait_idle(self, timeout: float | None = None) -> None:
         """Block until background jobs finish (for tests, benchmarks and orderly shutdown).
@@ -675,9 +688,9 @@ def _segment_codes(seg: _Segment) -> tuple[np.ndarray, np.ndarray]:
 
 def _list_count(rows: int, s: IndexSettings) -> int:
     """Lists of a scope of ``rows`` rows, a power of two: ~4 sqrt(rows) while every centroid is compared
-    with each descriptor, ~rows / rows_per_list once only a few top cells' centroids are."""
+    with each descriptor, ~rows / rows_per_list once only a few top cells' centroids are (top_probe)."""
     wanted = max(64.0, 4 * math.sqrt(rows))
-    if wanted > s.flat_quantizer_max_lists:
+    if s.top_probe > 0 and wanted > s.flat_train_max_lists:
         wanted = max(wanted, rows / s.rows_per_list)
     return int(min(s.max_lists, 2 ** round(math.log2(wanted))))
 

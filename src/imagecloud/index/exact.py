@@ -169,9 +169,11 @@ class ExactIndex:
         for scope, scope_saved in saved.items():
             live = reused.get(scope, {})
             kept = []
+            # Rows put in their lists by another kind of quantizer search are indexed afresh.
+            usable = self._index.assigned_like(scope_saved.sealed)
             for seg in scope_saved.sealed.segments:
                 live_rows = sum(b - a for e, (a, b) in seg.spans.items() if e in live)
-                if live_rows > 0 and live_rows >= keep_share * seg.index.ntotal:
+                if usable and live_rows > 0 and live_rows >= keep_share * seg.index.ntotal:
                     kept.append(seg)
                 else:
                     rows.extend((scope, e, live.pop(e)) for e in seg.spans if e in live)

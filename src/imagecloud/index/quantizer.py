@@ -9,11 +9,12 @@ of each photo descriptor's ``nprobe`` nearest centroids. Two costs follow from `
 * **Finding the lists.** Comparing a descriptor with every centroid costs ~1.5 ns per centroid, and a scan
   of the lists ~3 ns per row, so for a scope of ``rows`` rows a vote costs about
   ``nlist + 2 * nprobe * rows / nlist`` row-equivalents: with every centroid compared, lists cannot usefully
-  outnumber ~sqrt(2 * nprobe * rows). Above ``flat`` lists the centroids are grouped under ~sqrt(nlist) top
-  cells (a k-means of the centroids themselves) and a descriptor is compared with the top cells and then
+  outnumber ~sqrt(2 * nprobe * rows). With ``top_probe`` > 0 the centroids are grouped under ~sqrt(nlist)
+  top cells (a k-means of the centroids themselves) and a descriptor is compared with the top cells and then
   with the centroids of its ``top_probe`` nearest cells only (:class:`CoarseQuantizer`), so a large scope
-  can have short lists: at 100,000 targets (20M rows), 65,536 lists found as many covers as 16,384 for a
-  fraction of the vote's time (docs/RECOGNITION.md, section 3b).
+  can have short lists. It misses some nearest centroids, and with them some votes: at 100,000 targets of
+  the subset index (20M rows) it made photos of nothing 30-40% cheaper and found 1-4 fewer of 200 covers
+  (docs/RECOGNITION.md, section 3b), so the index settings leave it off by default.
 
 Rows are added to their list by the same search, so a row and a query descriptor that resemble it meet in
 the same list whenever they share their nearest centroid among those compared.
@@ -31,19 +32,20 @@ BITS = 256
 
 class CoarseQuantizer:
     """A scope's centroids (``flat``, the FAISS index an IVF segment is built and saved with) and the search
-    for a descriptor's nearest ones: among all of them, or above ``flat_max`` centroids through top cells.
+    for a descriptor's nearest ones: among all of them (``top_probe`` 0), or among the centroids of its
+    ``top_probe`` nearest top cells.
 
     Read-only once built, so searches share it without a lock.
     """
 
-    def __init__(self, flat: faiss.IndexBinaryFlat, flat_max: int, top_probe: int, seed: int = 1) -> None:
+    def __init__(self, flat: faiss.IndexBinaryFlat, top_probe: int = 0, seed: int = 1) -> None:
         self.flat = flat
         self.nlist = int(flat.ntotal)
         self.top_probe = top_probe
         self._top: faiss.IndexBinaryFlat | None = None
         self._cells: list[faiss.IndexBinaryFlat] = []
         self._members: list[np.ndarray] = []  # centroid numbers of each top cell, in the cell's order
-        if self.nlist > flat_max:
+        if top_probe > 0:
             centroids = faiss.vector_to_array(flat.xb).reshape(self.nlist, BITS // 8)  # type: ignore[attr-defined]
             top = binary_kmeans(centroids, max(1, min(256, math.isqrt(self.nlist))), seed)
             self._top = faiss.IndexBinaryFlat(BITS)

@@ -33,9 +33,7 @@ from imagecloud.index.binary import SealedScope, SealedSegment, next_serial
 
 log = logging.getLogger(__name__)
 
-# 2: the rows of a scope whose quantizer is two-level are in the lists its two-level search finds (format 1
-# put them in their nearest centroid's list, which that search may not probe): older saves are rebuilt.
-FORMAT = 2
+FORMAT = 1
 MANIFEST = "manifest.json"
 
 
@@ -89,6 +87,7 @@ class SegmentStore:
                     "quantizer": quantizer,
                     "nlist": sealed.nlist,
                     "trained_rows": sealed.trained_rows,
+                    "top_probe": sealed.top_probe,
                     "segments": segments,
                 }
             manifest["scopes"] = scope_entries
@@ -136,7 +135,9 @@ class SegmentStore:
                     segments.append(seg)
                     labels.append(lab)
                 nlist, trained = int(entry["nlist"]), int(entry["trained_rows"])
-                sealed = SealedScope(quantizer, quantizer_serial, nlist, trained, tuple(segments))
+                # Saves from before two-level searches existed put every row in its nearest centroid's list.
+                top_probe = int(entry.get("top_probe", 0))
+                sealed = SealedScope(quantizer, quantizer_serial, nlist, trained, tuple(segments), top_probe)
                 out[int(scope)] = SavedScope(sealed, tuple(labels))
         except Exception:  # any damage: the database rebuilds what the save would have given
             log.exception("saved index in %s unreadable; rebuilding from the database", self.folder)
