@@ -31,6 +31,8 @@ Segment policy (why upkeep costs little per add, however large the scope):
 * Because the IVF segments share one quantizer, a search assigns each query descriptor to its lists once
   and scans those lists in every segment; the k nearest rows are then taken over all segments of the
   scope, so the votes do not depend on how the rows happen to be split into segments.
+* The index keeps no copy of the descriptors beside its segments: a job reads the rows it rebuilds back
+  from the codes of the (immutable) segments it replaces (``_live_rows``), outside every lock.
 * IVF segments never change once built, so each can be written to disk once (``on_sealed`` tells when the
   set changed, ``sealed`` lists it, ``restore`` puts a saved set back; the files are ``index.sealed``'s).
 """
