@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 _FEATURE_BYTES = 42
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)  # one per target: no per-object dict
 class _Entry:
     scope: int
     target: int
