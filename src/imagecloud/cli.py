@@ -725,6 +725,14 @@ def bench_scale(
     large: Annotated[
         str, typer.Option(help="Comma-separated large-scale indexes measured at every size: subset, words.")
     ] = "subset,words",
+    setting: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--setting",
+            help="A recognition setting by its path, PATH=VALUE (repeatable), e.g. "
+            "index.subset.index.top_probe=2; the indexes are then saved in folders of their own.",
+        ),
+    ] = None,
     shards: Annotated[
         int,
         typer.Option(
@@ -784,6 +792,7 @@ def bench_scale(
         exact=exact,
         sources=sources,
         large=[k for k in large.split(",") if k],
+        settings=scale.settings_from(setting or []),
     )
     typer.echo(scale.markdown(report))
     typer.echo(f"report written to {out}/report.md")

@@ -74,3 +74,43 @@ def test_scale_report_on_the_subset_index(dataset_dir: Path, tmp_path: Path) -> 
     assert run["mixed_load"]["adds_per_second"] > 0
     assert not (tmp_path / "work" / "vocabulary.npz").exists()  # no word index was asked for
     assert "| 30 | subset |" in (out / "report.md").read_text()
+
+
+def test_settings_reach_the_measuring_process_and_get_their_own_index_folder(
+    dataset_dir: Path, tmp_path: Path
+) -> None:
+    settings = scale.settings_from(["index.subset.keep=150", "search.shortlist = 12"])
+    assert settings == {"index": {"subset": {"keep": "150"}}, "search": {"shortlist": "12"}}
+    with pytest.raises(ValueError, match="unknown recognition setting"):
+        scale.run(
+            dataset_dir,
+            tmp_path / "work",
+            tmp_path / "out",
+            [30],
+            real=40,
+            workers=1,
+            mixed_seconds=0,
+            exact=False,
+            large=("subset",),
+            settings={"index": {"nope": "1"}},
+        )
+    report = scale.run(
+        dataset_dir,
+        tmp_path / "work",
+        tmp_path / "out",
+        [30],
+        real=40,
+        workers=1,
+        mixed_seconds=0,
+        exact=False,
+        large=("subset",),
+        settings=settings,
+    )
+    (run,) = report["runs"]
+    assert run["settings"] == settings  # applied (and so checked) in the measuring process
+    assert run["recall_at_1"] == 1.0
+    folder = scale.index_folder(tmp_path / "work", 30, settings)
+    assert folder != scale.index_folder(tmp_path / "work", 30) and (folder / "meta.json").exists()
+    assert "`index.subset.keep` = '150'" in (tmp_path / "out" / "report.md").read_text()
+    with pytest.raises(ValueError, match="PATH=VALUE"):
+        scale.settings_from(["top_probe"])

@@ -21,6 +21,7 @@ A 1k-target run with the exact index, in the same benchmark, is the recall basel
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import multiprocessing
 import shutil
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from imagecloud.bench.corpus import Pool
 from imagecloud.bench.dataset import images_in
 from imagecloud.index.tiered import TierSettings
 from imagecloud.index.words import Vocabulary, WordIndex, WordSettings
-from imagecloud.recognition.settings import RecognizerSettings
+from imagecloud.recognition.settings import RecognizerSettings, with_overrides
 from imagecloud.service.recognizer import Recognizer
 from imagecloud.vision.features import Features
 
@@ -144,16 +145,34 @@ def planted_covers(dataset: Path, recognizer: Recognizer) -> dict[int, bytes]:
     }
 
 
-def measure(dataset: Path, work: Path, size: int, kind: str, mixed_seconds: float) -> dict[str, Any]:
+def index_folder(work: Path, size: int, settings: Mapping[str, Any] | None = None) -> Path:
+    """Where the exact or subset index of ``size`` targets is saved: one folder per set of recognition
+    settings, since a saved index is reused only by the settings it was built with."""
+    if not settings:
+        return work / f"index-{size}"
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    return work / f"index-{size}-{digest}"
+
+
+def measure(
+    dataset: Path,
+    work: Path,
+    size: int,
+    kind: str,
+    mixed_seconds: float,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Runs in a fresh process: open the saved index, time queries, measure RSS and mixed load.
 
-    ``kind``: "exact", "subset" or "words", the index serving the channel.
+    ``kind``: "exact", "subset" or "words", the index serving the channel. ``overrides``: recognition
+    settings by path (as in the service's ``recognition`` table) applied on top of the defaults.
     """
     photos, _, held_out = dataset_photos(dataset)
     pool = Pool(work)
     planted_blobs = json.loads((work / "planted.json").read_text())
     planted = {int(k): bytes.fromhex(v) for k, v in planted_blobs.items()}
-    meta = json.loads((work / f"index-{size}" / "meta.json").read_text())
+    folder = index_folder(work, size, overrides) if kind != "words" else work / f"index-{size}"
+    meta = json.loads((folder / "meta.json").read_text())
     n_real = int(meta["real"])
 
     def source(ids: Sequence[int]) -> dict[int, bytes]:
@@ -165,10 +184,10 @@ def measure(dataset: Path, work: Path, size: int, kind: str, mixed_seconds: floa
     tiers = TierSettings(
         large_min_targets=10**9 if kind == "exact" else 1, large="words" if kind == "words" else "subset"
     )
-    settings = RecognizerSettings(index=tiers)
+    settings = with_overrides(RecognizerSettings(index=tiers), overrides or {})
     rss0 = rss_bytes()
     started = time.perf_counter()
-    recognizer = Recognizer(settings, feature_source=source, index_dir=work / f"index-{size}")
+    recognizer = Recognizer(settings, feature_source=source, index_dir=folder)
     if kind != "words":
         if kind == "subset":
             recognizer.open_words({SCOPE: size}, np.zeros(0, np.int64))  # marks the channel as large
@@ -238,6 +257,7 @@ def measure(dataset: Path, work: Path, size: int, kind: str, mixed_seconds: floa
     return {
         "targets": size,
         "index": kind,
+        "settings": dict(overrides or {}),
         "real_distractors": min(n_real, size - len(planted)),
         "variant_distractors": max(0, size - len(planted) - n_real),
         "restart_to_ready_s": round(ready_s, 2),
@@ -395,11 +415,16 @@ def run(
     exact: bool = True,
     sources: Sequence[Path] = (),
     large: Sequence[str] = ("subset", "words"),
+    settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``real``: distractors rendered and analysed, the rest word-level variants; 0 renders them all.
 
-    ``large``: the large-scale indexes measured at every size ("subset", "words").
+    ``large``: the large-scale indexes measured at every size ("subset", "words"). ``settings``:
+    recognition settings by path applied in every measuring process (the word index is still built with
+    its defaults); the exact and subset indexes are saved in a folder of their own per set of settings.
     """
+    settings = dict(settings or {})
+    with_overrides(RecognizerSettings(), settings)  # an unknown name fails here, before any work
     real = real if real > 0 else max([*sizes, baseline])
     if exact and baseline > real:  # the baseline is built from rendered distractors only
         raise ValueError(f"the {baseline}-target baseline needs --real of at least {baseline}")
@@ -415,7 +440,7 @@ def run(
     runs += [(s, kind) for s in sizes for kind in large if kind == "words" or s <= real]
     for size, kind in runs:
         if kind != "words":
-            folder = work / f"index-{size}"
+            folder = index_folder(work, size, settings)
             folder.mkdir(parents=True, exist_ok=True)
             if not (folder / "meta.json").exists():
                 (folder / "meta.json").write_text(json.dumps({"real": min(real, size)}))
@@ -430,20 +455,27 @@ def run(
                 str(size),
                 kind,
                 str(mixed_seconds if kind != "exact" else 0),
+                json.dumps(settings),
             ],
             check=True,
             capture_output=True,
             text=True,
         )
         result = json.loads(proc.stdout.strip().splitlines()[-1])
-        meta = json.loads((work / f"index-{size}" / "meta.json").read_text())
+        meta_folder = index_folder(work, size, settings) if kind != "words" else work / f"index-{size}"
+        meta = json.loads((meta_folder / "meta.json").read_text())
         if kind == "words":  # the folder's build figures are the word index's
             result |= {k: v for k, v in meta.items() if k != "real"}
         if "index_disk_bytes" in result:
             result["index_disk_bytes_per_target"] = round(result["index_disk_bytes"] / size, 1)
         results.append(result)
         print(json.dumps(result), flush=True)
-    report = {"machine": machine.describe(), "dataset": str(dataset.name), "runs": results}
+    report = {
+        "machine": machine.describe(),
+        "dataset": str(dataset.name),
+        "settings": settings,
+        "runs": results,
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(markdown(report))
@@ -459,6 +491,14 @@ def markdown(report: dict[str, Any]) -> str:
         f"OpenCV {m['opencv']}. FindImage time is server-side on one core: photo analysis, search, "
         "verification, and the second pass for photos that match nothing at first (all distractor photos). "
         "Word ranking is the word index's search alone.",
+        *(
+            [
+                "",
+                "Recognition settings: " + ", ".join(f"`{k}` = {v!r}" for k, v in _paths(report["settings"])),
+            ]
+            if report.get("settings")
+            else []
+        ),
         "",
         "| targets | index | real / variant distractors | recall@1 | wrong | false matches | "
         "word rank top-1/10/50/300 | find p50 / p95 ms, cover photos | "
@@ -490,9 +530,39 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _paths(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested settings as (dotted path, value) pairs."""
+    out: list[tuple[str, Any]] = []
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            out += _paths(value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def settings_from(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["index.subset.index.top_probe=2", ...]`` as nested settings (values stay strings: the settings
+    convert them to their types)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        path, sep, value = pair.partition("=")
+        if not sep or not path:
+            raise ValueError(f"a setting is PATH=VALUE, not {pair!r}")
+        *groups, name = path.strip().split(".")
+        node = out
+        for group in groups:
+            node = node.setdefault(group, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{path}: {group} is a value, not a group")
+        node[name] = value.strip()
+    return out
+
+
 def _main(argv: list[str]) -> None:
-    dataset, work, size, kind, mixed = argv
-    result = measure(Path(dataset), Path(work), int(size), kind, float(mixed))
+    dataset, work, size, kind, mixed, *rest = argv
+    overrides = json.loads(rest[0]) if rest else {}
+    result = measure(Path(dataset), Path(work), int(size), kind, float(mixed), overrides)
     print(json.dumps(result))
 
 
