@@ -7,7 +7,7 @@ import numpy as np
 
 from imagecloud.index.binary import BinaryVotingIndex, IndexSettings, _list_count
 from imagecloud.index.exact import ExactIndex
-from imagecloud.index.quantizer import CoarseQuantizer, two_level_centroids
+from imagecloud.index.quantizer import CoarseQuantizer, flat_codes, two_level_centroids
 from imagecloud.vision.features import Features
 
 
@@ -35,25 +35,27 @@ def test_small_quantizers_compare_every_centroid() -> None:
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
 
 
-def test_two_level_search_is_exact_when_every_top_cell_is_probed() -> None:
-    _, rows = _clustered(1, 300, 30_000)
+def _two_level(seed: int, top_probe: int) -> tuple[np.ndarray, faiss.IndexBinaryFlat, CoarseQuantizer]:
+    """Clustered rows, 1,024 centroids trained on them, and a two-level quantizer over those."""
+    _, rows = _clustered(seed, 300, 30_000)
     flat = _flat(two_level_centroids(rows, 1024))
-    quantizer = CoarseQuantizer(flat, top_probe=10_000)
+    quantizer = CoarseQuantizer(flat, top_probe=top_probe)
     assert quantizer.two_level
+    return rows, flat, quantizer
+
+
+def test_two_level_search_is_exact_when_every_top_cell_is_probed() -> None:
+    rows, flat, quantizer = _two_level(1, top_probe=10_000)
     queries = rows[:800]
     dist, lists = quantizer.search(queries, 6)
     exact_dist, _ = flat.search(queries, 6)
     assert np.array_equal(dist, exact_dist)  # ties may name other centroids at the same distances
-    centroids = faiss.vector_to_array(flat.xb).reshape(-1, 32)  # type: ignore[attr-defined]
-    named = np.unpackbits(queries[:, None, :] ^ centroids[lists], axis=2).sum(axis=2)
+    named = np.unpackbits(queries[:, None, :] ^ flat_codes(flat)[lists], axis=2).sum(axis=2)
     assert np.array_equal(named, dist)  # each named centroid is at the distance given
 
 
 def test_two_level_search_finds_most_nearest_centroids_and_assigns_like_it_searches() -> None:
-    _, rows = _clustered(2, 300, 30_000)
-    flat = _flat(two_level_centroids(rows, 1024))
-    quantizer = CoarseQuantizer(flat, top_probe=2)
-    assert quantizer.two_level
+    rows, flat, quantizer = _two_level(2, top_probe=2)
     queries = rows[:2_000]
     dist, lists = quantizer.search(queries, 4)
     exact_dist, _ = flat.search(queries, 4)

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
-from imagecloud.index.quantizer import BITS, CoarseQuantizer, two_level_centroids
+from imagecloud.index.quantizer import BITS, CoarseQuantizer, flat_codes, two_level_centroids
 
 _FAR = np.int32(BITS + 1)  # distance given to "no neighbour" slots: beyond any real one
 
@@ -503,14 +503,17 @@ class BinaryVotingIndex:
         return _Coarse(self._quantizer(flat), flat.ntotal, min(s.nprobe, flat.ntotal), total)
 
     def _quantizer(self, flat: faiss.IndexBinaryFlat) -> CoarseQuantizer:
+        return CoarseQuantizer(flat, self._top_probe(flat.ntotal))
+
+    def _top_probe(self, nlist: int) -> int:
+        """The top cells a quantizer of ``nlist`` centroids searches (0: it compares every centroid)."""
         s = self.settings
-        return CoarseQuantizer(flat, s.top_probe if flat.ntotal > s.flat_train_max_lists else 0)
+        return s.top_probe if nlist > s.flat_train_max_lists else 0
 
     def assigned_like(self, saved: SealedScope) -> bool:
         """Whether this index would put the saved scope's rows in the lists they are in (its quantizer
         searches the saved centroids as the one that filled them did), so its segments can be reused."""
-        s = self.settings
-        return saved.top_probe == (s.top_probe if saved.nlist > s.flat_train_max_lists else 0)
+        return saved.top_probe == self._top_probe(saved.nlist)
 
     def wait_idle(self, timeout: float | None = None) -> None:
         """Block until background jobs finish (for tests, benchmarks and orderly shutdown).
@@ -672,9 +675,8 @@ def _segment_codes(seg: _Segment) -> tuple[np.ndarray, np.ndarray]:
     """A segment's rows as (codes, entry of each row); for IVF segments in list order."""
     size = BITS // 8
     if seg.coarse is None:
-        assert seg.entries is not None
-        flat = faiss.vector_to_array(seg.index.xb)  # type: ignore[attr-defined]
-        return flat.reshape(seg.rows, size), seg.entries
+        assert seg.entries is not None and isinstance(seg.index, faiss.IndexBinaryFlat)
+        return flat_codes(seg.index), seg.entries
     lists = seg.index.invlists  # type: ignore[attr-defined]
     codes = np.empty((seg.rows, size), np.uint8)
     entries = np.empty(seg.rows, np.int64)

@@ -46,7 +46,7 @@ class CoarseQuantizer:
         self._cells: list[faiss.IndexBinaryFlat] = []
         self._members: list[np.ndarray] = []  # centroid numbers of each top cell, in the cell's order
         if top_probe > 0:
-            centroids = faiss.vector_to_array(flat.xb).reshape(self.nlist, BITS // 8)  # type: ignore[attr-defined]
+            centroids = flat_codes(flat)
             top = binary_kmeans(centroids, max(1, min(256, math.isqrt(self.nlist))), seed)
             self._top = faiss.IndexBinaryFlat(BITS)
             self._top.add(top)
@@ -99,6 +99,12 @@ class CoarseQuantizer:
         """The list of each row: its nearest centroid, found as a query descriptor finds its lists."""
         _, lists = self.search(rows, 1)
         return np.ascontiguousarray(lists[:, 0], dtype=np.int64)
+
+
+def flat_codes(index: faiss.IndexBinaryFlat) -> np.ndarray:
+    """A copy of the codes a flat binary index holds, one row per vector."""
+    codes: np.ndarray = faiss.vector_to_array(index.xb)  # type: ignore[attr-defined]
+    return codes.reshape(int(index.ntotal), index.code_size)
 
 
 def binary_kmeans(codes: np.ndarray, k: int, seed: int, niter: int = 10) -> np.ndarray:
