@@ -781,6 +781,10 @@ def bench_scale(
         typer.echo(f"report written to {out}/shards.md")
         return
 
+    try:
+        overrides = scale.settings_from(setting or [])
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--setting") from None
     report = scale.run(
         dataset,
         work,
@@ -792,7 +796,7 @@ def bench_scale(
         exact=exact,
         sources=sources,
         large=[k for k in large.split(",") if k],
-        settings=scale.settings_from(setting or []),
+        settings=overrides,
     )
     typer.echo(scale.markdown(report))
     typer.echo(f"report written to {out}/report.md")

@@ -4,6 +4,7 @@ and the measuring processes, so the benchmark cannot rot between the long runs."
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -81,20 +82,8 @@ def test_settings_reach_the_measuring_process_and_get_their_own_index_folder(
 ) -> None:
     settings = scale.settings_from(["index.subset.keep=150", "search.shortlist = 12"])
     assert settings == {"index": {"subset": {"keep": "150"}}, "search": {"shortlist": "12"}}
-    with pytest.raises(ValueError, match="unknown recognition setting"):
-        scale.run(
-            dataset_dir,
-            tmp_path / "work",
-            tmp_path / "out",
-            [30],
-            real=40,
-            workers=1,
-            mixed_seconds=0,
-            exact=False,
-            large=("subset",),
-            settings={"index": {"nope": "1"}},
-        )
-    report = scale.run(
+    run_subset = partial(
+        scale.run,
         dataset_dir,
         tmp_path / "work",
         tmp_path / "out",
@@ -104,8 +93,10 @@ def test_settings_reach_the_measuring_process_and_get_their_own_index_folder(
         mixed_seconds=0,
         exact=False,
         large=("subset",),
-        settings=settings,
     )
+    with pytest.raises(ValueError, match="unknown recognition setting"):
+        run_subset(settings={"index": {"nope": "1"}})
+    report = run_subset(settings=settings)
     (run,) = report["runs"]
     assert run["settings"] == settings  # applied (and so checked) in the measuring process
     assert run["recall_at_1"] == 1.0
@@ -114,3 +105,26 @@ def test_settings_reach_the_measuring_process_and_get_their_own_index_folder(
     assert "`index.subset.keep` = '150'" in (tmp_path / "out" / "report.md").read_text()
     with pytest.raises(ValueError, match="PATH=VALUE"):
         scale.settings_from(["top_probe"])
+
+
+@pytest.mark.parametrize(
+    ("setting", "reason"),
+    [
+        ("top_probe", "a setting is PATH=VALUE"),
+        ("index.nope=1", "unknown recognition setting index.nope"),
+        ("index.subset.keep=many", "recognition setting index.subset.keep"),
+    ],
+)
+def test_cli_refuses_a_bad_setting_before_any_work(
+    dataset_dir: Path, tmp_path: Path, setting: str, reason: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from imagecloud.cli import app
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    args = ["bench", "scale", str(dataset_dir), "--work", str(work), "--out", str(out), "--setting", setting]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert reason in " ".join(result.output.replace("│", " ").split())  # the error box wraps lines
+    assert not work.exists() and not out.exists()

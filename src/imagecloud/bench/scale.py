@@ -145,10 +145,13 @@ def planted_covers(dataset: Path, recognizer: Recognizer) -> dict[int, bytes]:
     }
 
 
-def index_folder(work: Path, size: int, settings: Mapping[str, Any] | None = None) -> Path:
-    """Where the exact or subset index of ``size`` targets is saved: one folder per set of recognition
-    settings, since a saved index is reused only by the settings it was built with."""
-    if not settings:
+def index_folder(
+    work: Path, size: int, settings: Mapping[str, Any] | None = None, kind: str = "subset"
+) -> Path:
+    """Where the ``kind`` index of ``size`` targets is saved. The exact and subset indexes have one folder
+    per set of recognition settings, since a saved index is reused only by the settings it was built with;
+    the word index is built once by ``prepare``, with its defaults."""
+    if not settings or kind == "words":
         return work / f"index-{size}"
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     return work / f"index-{size}-{digest}"
@@ -171,7 +174,7 @@ def measure(
     pool = Pool(work)
     planted_blobs = json.loads((work / "planted.json").read_text())
     planted = {int(k): bytes.fromhex(v) for k, v in planted_blobs.items()}
-    folder = index_folder(work, size, overrides) if kind != "words" else work / f"index-{size}"
+    folder = index_folder(work, size, overrides, kind)
     meta = json.loads((folder / "meta.json").read_text())
     n_real = int(meta["real"])
 
@@ -439,8 +442,8 @@ def run(
     runs = [(s, "exact") for s in exact_sizes if exact]
     runs += [(s, kind) for s in sizes for kind in large if kind == "words" or s <= real]
     for size, kind in runs:
+        folder = index_folder(work, size, settings, kind)
         if kind != "words":
-            folder = index_folder(work, size, settings)
             folder.mkdir(parents=True, exist_ok=True)
             if not (folder / "meta.json").exists():
                 (folder / "meta.json").write_text(json.dumps({"real": min(real, size)}))
@@ -462,8 +465,7 @@ def run(
             text=True,
         )
         result = json.loads(proc.stdout.strip().splitlines()[-1])
-        meta_folder = index_folder(work, size, settings) if kind != "words" else work / f"index-{size}"
-        meta = json.loads((meta_folder / "meta.json").read_text())
+        meta = json.loads((folder / "meta.json").read_text())
         if kind == "words":  # the folder's build figures are the word index's
             result |= {k: v for k, v in meta.items() if k != "real"}
         if "index_disk_bytes" in result:
@@ -543,7 +545,7 @@ def _paths(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any
 
 def settings_from(pairs: Sequence[str]) -> dict[str, Any]:
     """``["index.subset.index.top_probe=2", ...]`` as nested settings (values stay strings: the settings
-    convert them to their types)."""
+    convert them to their types). A malformed pair, an unknown name or a wrong value raises ValueError."""
     out: dict[str, Any] = {}
     for pair in pairs:
         path, sep, value = pair.partition("=")
@@ -556,6 +558,7 @@ def settings_from(pairs: Sequence[str]) -> dict[str, Any]:
             if not isinstance(node, dict):
                 raise ValueError(f"{path}: {group} is a value, not a group")
         node[name] = value.strip()
+    with_overrides(RecognizerSettings(), out)  # names and values checked here, before any work
     return out
 
 
