@@ -7,11 +7,26 @@ import faiss
 import numpy as np
 import pytest
 
-from imagecloud.index.binary import BinaryVotingIndex, IndexSettings
+from imagecloud.index.binary import BinaryVotingIndex, IndexSettings, keypoint_geometry
 
 
 def _descriptors(seed: int, n: int = 300) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, 32), dtype=np.uint8)
+
+
+def _geometry(seed: int, n: int = 300) -> np.ndarray:
+    """Keypoint geometry bytes of random orientations on pyramid levels 1-5."""
+    rng = np.random.default_rng(seed + 10_000)
+    return keypoint_geometry(rng.uniform(0, 360, n), rng.integers(1, 6, n))
+
+
+def _seen_turned(geometry: np.ndarray, steps: int, levels: int, seed: int) -> np.ndarray:
+    """The geometry of the same keypoints in a photo turned by ``steps`` orientation steps and ``levels``
+    pyramid levels, each keypoint off by up to one step and one level the other way, as rounding does."""
+    rng = np.random.default_rng(seed)
+    angle = ((geometry >> 3).astype(np.int64) + steps - rng.integers(0, 2, len(geometry))) % 32
+    level = (geometry & 7).astype(np.int64) + levels + rng.integers(0, 2, len(geometry))
+    return (angle << 3 | level).astype(np.uint8)
 
 
 def _noisy(desc: np.ndarray, seed: int, bits: int = 3) -> np.ndarray:
@@ -30,11 +45,33 @@ class TestShortlist:
         for e in range(20):
             index.add(1, e, _descriptors(e))
         query = np.concatenate([_noisy(_descriptors(4), 1)[:120], _noisy(_descriptors(9), 2)[:80]])
-        whole = index.ballot(query, [1])
-        parts = index.ballot(query[:70], [1]) + index.ballot(query[70:], [1])
-        assert [(c.entry, c.votes) for c in parts.top(5)] == [(c.entry, c.votes) for c in whole.top(5)]
+        geo = _geometry(99, len(query))
+        whole = index.ballot(query, [1], geo)
+        parts = index.ballot(query[:70], [1], geo[:70]) + index.ballot(query[70:], [1], geo[70:])
+        assert parts.top(5) == whole.top(5)
         assert [c.entry for c in whole.top(2)] == [4, 9]
         assert index.ballot(query[:0], [1]).top(5) == []
+
+    def test_keypoint_geometry_is_orientation_step_above_level(self) -> None:
+        geo = keypoint_geometry(np.array([0.0, 11.3, 359.9, -5.0, 190.0]), np.array([0, 3, 7, 9, 2]))
+        assert (geo >> 3).tolist() == [0, 1, 31, 31, 16]
+        assert (geo & 7).tolist() == [0, 3, 7, 7, 2]
+
+    def test_votes_that_agree_on_turn_and_scale_outrank_more_votes_that_do_not(self) -> None:
+        """A photo of entry 4, upright (its orientations rounded to either side of 0 degrees, where the
+        sectors wrap around) and one level finer, beside more votes for entry 9 from keypoints of every
+        orientation and level."""
+        index = BinaryVotingIndex()
+        for e in range(20):
+            index.add(1, e, _descriptors(e), _geometry(e))
+        photo4 = _seen_turned(_geometry(4)[:60], 0, 1, seed=1)
+        scattered = _geometry(77, 90)
+        query = np.concatenate([_noisy(_descriptors(4), 1)[:60], _noisy(_descriptors(9), 2)[:90]])
+        top = index.shortlist(query, [1], 2, np.concatenate([photo4, scattered]))
+        assert [(c.entry, c.votes, c.consistent) for c in top[:1]] == [(4, 60.0, 60.0)]
+        assert top[1].entry == 9 and top[1].votes == 90 and top[1].consistent < 30
+        # The same votes without geometry rank by their number.
+        assert [c.entry for c in index.shortlist(query, [1], 2)] == [9, 4]
 
     def test_best_entry_first(self) -> None:
         index = BinaryVotingIndex()
@@ -76,7 +113,7 @@ class TestApproximateSegments:
 
     def test_load_builds_ivf_and_finds(self) -> None:
         index = BinaryVotingIndex(self.settings)
-        index.load((1, e, _descriptors(e)) for e in range(30))
+        index.load((1, e, _descriptors(e), None) for e in range(30))
         assert index.shortlist(_noisy(_descriptors(12), 5), [1], 1)[0].entry == 12
 
     def test_adds_after_rebuild_and_tombstones_survive(self) -> None:
@@ -160,7 +197,7 @@ class TestSegmentPolicy:
 
     def test_adds_into_a_big_scope_never_rebuild_its_big_segment(self) -> None:
         index = BinaryVotingIndex(self.settings)
-        index.load((1, e, _descriptors(e)) for e in range(200))  # 60,000 rows in one trained IVF segment
+        index.load((1, e, _descriptors(e), None) for e in range(200))  # 60,000 rows, one trained IVF segment
         [big] = index.segments(1)
         assert big.approximate and big.rows == 60_000
         added = 0
@@ -207,7 +244,7 @@ class TestSegmentPolicy:
 
     def test_removed_rows_are_compacted_away(self) -> None:
         index = BinaryVotingIndex(self.settings)
-        index.load((1, e, _descriptors(e)) for e in range(40))
+        index.load((1, e, _descriptors(e), None) for e in range(40))
         [big] = index.segments(1)
         for e in range(0, 40, 3):
             index.remove(1, e)
@@ -223,10 +260,10 @@ class TestSegmentPolicy:
         """The index keeps no copy of the descriptors beside its segments: a rebuild (seal, merge, compact,
         retrain) reads them back from the segments it replaces and must give each live entry all its rows."""
         index = BinaryVotingIndex(IndexSettings(**{**vars(self.settings), "retrain_growth": 3.0}))
-        index.load((1, e, _descriptors(e)) for e in range(12))
+        index.load((1, e, _descriptors(e), _geometry(e)) for e in range(12))
         live = set(range(12))
         for e in range(12, 48):
-            index.add(1, e, _descriptors(e))
+            index.add(1, e, _descriptors(e), _geometry(e))
             live.add(e)
             if e % 5 == 0:
                 index.remove(1, e - 7)
@@ -235,13 +272,15 @@ class TestSegmentPolicy:
         assert index.rows_built > 40 * 300  # the scope was rebuilt, not only appended to
         assert len(index) == len(live)
         for e in range(48):
-            # Each descriptor finds its own row at distance 0, and random others are far beyond max_distance.
-            expected = [(e, 300.0)] if e in live else []
-            assert [(c.entry, c.votes) for c in index.shortlist(_descriptors(e), [1], 3)] == expected
+            # Each descriptor finds its own row at distance 0, and random others are far beyond max_distance;
+            # rows that kept their geometry all agree with the photo's.
+            expected = [(e, 300.0, 300.0)] if e in live else []
+            found = index.shortlist(_descriptors(e), [1], 3, _geometry(e))
+            assert [(c.entry, c.votes, c.consistent) for c in found] == expected
 
     def test_quantizer_is_retrained_once_the_scope_has_grown(self) -> None:
         index = BinaryVotingIndex(IndexSettings(**{**vars(self.settings), "retrain_growth": 2.0}))
-        index.load((1, e, _descriptors(e)) for e in range(10))  # 3,000 rows: trained on these
+        index.load((1, e, _descriptors(e), None) for e in range(10))  # 3,000 rows: trained on these
         [first] = index.segments(1)
         for e in range(10, 21):  # 6,300 rows: past twice the rows the quantizer was trained on
             index.add(1, e, _descriptors(e))

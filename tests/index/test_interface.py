@@ -50,8 +50,8 @@ def blobs() -> dict[int, bytes]:
 
 
 @pytest.fixture(scope="module")
-def views() -> dict[int, np.ndarray]:
-    return {i: _features(_second_view(poster(500 + i))).descriptors for i in range(POSTERS)}
+def views() -> dict[int, Features]:
+    return {i: _features(_second_view(poster(500 + i))) for i in range(POSTERS)}
 
 
 def _exact(folder: Path | None, blobs: dict[int, bytes]) -> Searchable:
@@ -85,7 +85,7 @@ def make(request: pytest.FixtureRequest) -> Callable[[Path | None, dict[int, byt
     return MAKERS[request.param]
 
 
-def _best(index: Searchable, query: np.ndarray, scopes: list[int]) -> tuple[int, int] | None:
+def _best(index: Searchable, query: Features, scopes: list[int]) -> tuple[int, int] | None:
     found = index.search(query, scopes, 3)
     return (found[0].target, found[0].scope) if found else None
 

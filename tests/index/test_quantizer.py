@@ -89,7 +89,7 @@ def test_ivf_segments_built_with_a_two_level_quantizer_find_their_rows() -> None
         nprobe=1,
     )
     index = BinaryVotingIndex(settings)
-    index.load((1, e, d) for e, d in rows)
+    index.load((1, e, d, None) for e, d in rows)
     [segment] = index.segments(1)
     assert segment.approximate
     for e, d in rows[::7]:
@@ -124,5 +124,5 @@ def test_saved_rows_are_reused_only_by_an_index_whose_quantizer_searches_alike(t
         index.wait_saved()
         assert index.restored == restored
         for t in (3, 17, 40):
-            [best] = index.search(Features.from_bytes(blobs[t]).descriptors, [1], 1)
+            [best] = index.search(Features.from_bytes(blobs[t]), [1], 1)
             assert (best.target, best.score) == (t, 200.0)

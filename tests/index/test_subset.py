@@ -54,12 +54,12 @@ def blobs() -> dict[int, bytes]:
 
 
 @pytest.fixture(scope="module")
-def views() -> dict[int, np.ndarray]:
+def views() -> dict[int, Features]:
     analyser = Analyser()
     out = {}
     for i in range(POSTERS):
         shot = photo(poster(700 + i), seed=i, tilt_deg=20.0)
-        out[i] = analyser.analyse_query(encode(shot.image, "jpeg", 90)).features.descriptors
+        out[i] = analyser.analyse_query(encode(shot.image, "jpeg", 90)).features
     return out
 
 
@@ -91,8 +91,8 @@ def test_repeatable_descriptors_outvote_the_spread_prefix(blobs, views) -> None:
             feats.points, feats.descriptors, feats.angles, feats.octaves, feats.width, feats.height
         )
         prefix.add(1, 100 + t, bare.to_bytes())
-    votes_chosen = sum(chosen.search(views[t], [1], 1)[0].score for t in range(POSTERS))
-    votes_prefix = sum(prefix.search(views[t], [1], 1)[0].score for t in range(POSTERS))
+    votes_chosen = sum(chosen.search(views[t], [1], 1)[0].votes for t in range(POSTERS))
+    votes_prefix = sum(prefix.search(views[t], [1], 1)[0].votes for t in range(POSTERS))
     assert votes_chosen > 1.3 * votes_prefix
 
 
@@ -113,7 +113,7 @@ def test_ivf_with_two_level_quantizer_finds_near_duplicates() -> None:
     rows = [(e, rng.integers(0, 256, (200, 32), dtype=np.uint8)) for e in range(1, 41)]
     settings = IndexSettings(ivf_min_rows=4_000, max_lists=1024, flat_train_max_lists=16, nprobe=8)
     index = BinaryVotingIndex(settings)
-    index.load((1, e, d) for e, d in rows)
+    index.load((1, e, d, None) for e, d in rows)
     assert [s.approximate for s in index.segments(1)] == [True]
     flips = np.packbits(rng.random((200, 256)) < 0.04, axis=1)
     top = index.shortlist(rows[7][1] ^ flips, [1], 1)

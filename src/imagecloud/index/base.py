@@ -31,6 +31,7 @@ class Candidate:
     target: int
     scope: int
     score: float
+    votes: float = 0.0  # of a voting index: all votes (``score`` is the consistent ones)
 
 
 @runtime_checkable
@@ -47,8 +48,8 @@ class Index(Protocol):
     def load(self, items: Iterable[tuple[int, int, bytes]]) -> None:
         """Bulk :meth:`add` of ``(scope, target, features)`` (start-up); reuses what :meth:`restore` read."""
 
-    def search(self, descriptors: np.ndarray, scopes: Sequence[int], limit: int) -> list[Candidate]:
-        """At most ``limit`` targets of ``scopes``, most similar to these photo descriptors first."""
+    def search(self, photo: Features, scopes: Sequence[int], limit: int) -> list[Candidate]:
+        """At most ``limit`` targets of ``scopes``, most similar to this photo's features first."""
 
     def features(self, targets: Sequence[int]) -> dict[int, Features]:
         """The features of those of ``targets`` whose features this index keeps in RAM (maybe none)."""
@@ -83,11 +84,13 @@ class VotingIndex(Index, Protocol):
     ballots of the two rounds add up to the ballot of one round over all of them.
     """
 
-    def vote(self, descriptors: np.ndarray, scopes: Sequence[int]) -> Ballot:
-        """The votes of these photo descriptors; ballots of one index add with ``+``."""
+    def vote(self, descriptors: np.ndarray, geometry: np.ndarray, scopes: Sequence[int]) -> Ballot:
+        """The votes of these photo descriptors, whose keypoints have this geometry
+        (:func:`imagecloud.index.binary.keypoint_geometry`); ballots of one index add with ``+``."""
 
     def ranked(self, ballot: Ballot, limit: int) -> list[Candidate]:
-        """The ``limit`` best-voted targets of a ballot, most votes first."""
+        """The ``limit`` best targets of a ballot, most consistent votes first; ``score`` is the consistent
+        votes, ``votes`` all of them."""
 
     @property
     def min_votes(self) -> float:

@@ -35,6 +35,17 @@ Segment policy (why upkeep costs little per add, however large the scope):
   from the codes of the (immutable) segments it replaces (``_live_rows``), outside every lock.
 * IVF segments never change once built, so each can be written to disk once (``on_sealed`` tells when the
   set changed, ``sealed`` lists it, ``restore`` puts a saved set back; the files are ``index.sealed``'s).
+
+Votes and their consistency (why a ballot counts more than votes):
+
+* Every row carries one byte of its keypoint's geometry (``keypoint_geometry``: orientation in 32 steps,
+  pyramid level) in its FAISS id, ``entry << 8 | geometry``, so it costs no RAM beside the id FAISS
+  stores anyway. A vote thereby pairs a photo keypoint with a target keypoint.
+* A photo of a print turns every keypoint of it by the same angle and scales it by the same factor, so its
+  true votes agree on the difference of orientation and of pyramid level; votes drawn by similar texture
+  elsewhere do not. A ballot ranks entries by their *consistent* votes, the most votes in one cell of
+  orientation and level differences (weak geometric consistency, Jegou et al., ECCV 2008), and candidates
+  are verified in that order.
 """
 
 from __future__ import annotations
@@ -53,6 +64,39 @@ import numpy as np
 from imagecloud.index.quantizer import BITS, CoarseQuantizer, flat_codes, two_level_centroids
 
 _FAR = np.int32(BITS + 1)  # distance given to "no neighbour" slots: beyond any real one
+
+# A row group of one entry: (entry, descriptors (n, 32) uint8, geometry (n,) uint8).
+Row = tuple[int, np.ndarray, np.ndarray]
+
+# Row ids are ``entry << GEOMETRY_BITS | geometry``: the orientation of the row's keypoint in ANGLE_STEPS
+# steps above its pyramid level (0-7; deeper levels count as 7).
+GEOMETRY_BITS = 8
+ANGLE_STEPS = 32
+_LEVELS = 8
+# Consistency cells: differences of orientation in ANGLE_CELLS sectors by differences of level. A vote's
+# two orientations are each rounded to 11.25 degrees and a photo's scale falls between two levels, so the
+# consistent votes of an entry are the most in a 2 x 2 block of cells.
+ANGLE_CELLS = 16
+_LEVEL_CELLS = 2 * _LEVELS - 1
+_CELLS = ANGLE_CELLS * _LEVEL_CELLS
+
+
+def keypoint_geometry(angles: np.ndarray, octaves: np.ndarray) -> np.ndarray:
+    """One byte per keypoint: its orientation (degrees) in ANGLE_STEPS steps, above its pyramid level."""
+    steps = np.floor(np.mod(np.asarray(angles, np.float64), 360.0) * (ANGLE_STEPS / 360.0)).astype(np.int64)
+    levels = np.minimum(np.asarray(octaves, np.int64), _LEVELS - 1)
+    return ((steps % ANGLE_STEPS) << 3 | levels).astype(np.uint8)
+
+
+def _labels(entries: np.ndarray, geometry: np.ndarray) -> np.ndarray:
+    return (np.asarray(entries, np.int64) << GEOMETRY_BITS) | np.asarray(geometry, np.int64)
+
+
+def _cells(photo: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """The consistency cell of votes pairing photo keypoints with stored ones (geometry bytes, int64)."""
+    turn = ((photo >> 3) - (stored >> 3)) % ANGLE_STEPS // (ANGLE_STEPS // ANGLE_CELLS)
+    level = (photo & 7) - (stored & 7) + _LEVELS - 1
+    return np.asarray(turn * _LEVEL_CELLS + level, np.int64)
 
 
 def _one_faiss_thread() -> None:
@@ -97,8 +141,9 @@ def _return_freed_memory() -> None:
 class IndexSettings:
     neighbours: int = 3  # k nearest stored descriptors per query descriptor (more k = more noise votes)
     max_distance: int = 56  # a neighbour further than this (of 256 bits) casts no vote
-    # A search does not verify candidates with fewer votes from all of a photo's descriptors (a share of
-    # them when fewer voted). With all ~1,000 descriptors of a target indexed; see SubsetSettings for fewer.
+    # A search does not verify candidates with fewer consistent votes (see the module docstring) from all of
+    # a photo's descriptors (a share of them when fewer voted). With all ~1,000 descriptors of a target
+    # indexed; see SubsetSettings for fewer.
     min_votes: float = 8.0
     ivf_min_rows: int = 60_000  # below this an exact scan is cheap enough
     # Exact rows tolerated next to IVF segments before they are sealed into one. An exact scan is dear: next
@@ -140,14 +185,19 @@ class Candidate:
     scope: int
     entry: int
     votes: float
+    consistent: float  # the most votes that agree on one turn and change of scale (module docstring)
+
+
+def _empty() -> np.ndarray:
+    return np.zeros(0, np.int64)
 
 
 @dataclass(frozen=True, eq=False)
 class Ballot:
-    """Votes per entry from a set of query descriptors."""
+    """The votes of a set of query descriptors: one per (query descriptor, entry), with its cell."""
 
-    entries: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # sorted, unique
-    votes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    entries: np.ndarray = field(default_factory=_empty)  # the entry of each vote
+    cells: np.ndarray = field(default_factory=_empty)  # its consistency cell
     scope_of: dict[int, int] = field(default_factory=dict)
 
     def __add__(self, other: Ballot) -> Ballot:
@@ -156,17 +206,44 @@ class Ballot:
             return self
         if len(self.entries) == 0:
             return other
-        entries, inverse = np.unique(np.concatenate([self.entries, other.entries]), return_inverse=True)
-        votes = np.bincount(inverse, np.concatenate([self.votes, other.votes]), minlength=len(entries))
-        return Ballot(entries, votes, {**self.scope_of, **other.scope_of})
+        return Ballot(
+            np.concatenate([self.entries, other.entries]),
+            np.concatenate([self.cells, other.cells]),
+            {**self.scope_of, **other.scope_of},
+        )
+
+    def tally(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(entries sorted, their votes, their consistent votes)."""
+        entries, inverse = np.unique(self.entries, return_inverse=True)
+        votes = np.bincount(inverse, minlength=len(entries))
+        # Votes per (entry, cell), then per 2 x 2 block of cells (anchored at its lower corner; orientation
+        # wraps around, level does not), then the best block of each entry.
+        cell_keys, counts = np.unique(inverse * _CELLS + self.cells, return_counts=True)
+        owner, cell = np.divmod(cell_keys, _CELLS)
+        turn, level = np.divmod(cell, _LEVEL_CELLS)
+        anchors = []
+        for dt in (0, 1):
+            for dl in (0, 1):
+                t = (turn - dt) % ANGLE_CELLS
+                lv = level - dl
+                anchors.append((owner * _CELLS + t * _LEVEL_CELLS + np.maximum(lv, 0), lv >= 0))
+        keys = np.concatenate([k[ok] for k, ok in anchors])
+        weights = np.concatenate([counts[ok] for _, ok in anchors])
+        blocks, where = np.unique(keys, return_inverse=True)
+        block_votes = np.bincount(where, weights)
+        consistent = np.zeros(len(entries), np.int64)
+        np.maximum.at(consistent, blocks // _CELLS, block_votes.astype(np.int64))
+        return entries, votes, consistent
 
     def top(self, limit: int) -> list[Candidate]:
-        """The ``limit`` best-voted entries, most votes first (ties: lower entry first)."""
-        order = np.argsort(-self.votes, kind="stable")[:limit]
+        """The ``limit`` entries with the most consistent votes, then most votes, then the lowest entry."""
+        if len(self.entries) == 0:
+            return []
+        entries, votes, consistent = self.tally()
+        order = np.lexsort((entries, -votes, -consistent))[:limit]
         return [
-            Candidate(self.scope_of[int(self.entries[i])], int(self.entries[i]), float(self.votes[i]))
+            Candidate(self.scope_of[int(entries[i])], int(entries[i]), float(votes[i]), float(consistent[i]))
             for i in order
-            if self.votes[i] > 0
         ]
 
 
@@ -194,9 +271,9 @@ class _Segment:
     index: object  # faiss.IndexBinary (flat or IVF); read-only once published
     rows: int
     rows_by_entry: dict[int, tuple[int, int]]  # entry -> (start, stop)
-    # Flat segments: the entry of each row (FAISS labels are row numbers). IVF segments store the entry as
-    # the FAISS id instead, which saves these 8 bytes per row on the large segments.
-    entries: np.ndarray | None = None
+    # Flat segments: the id (entry and geometry) of each row, since FAISS labels are row numbers. IVF segments
+    # store the id in FAISS instead, which saves these 8 bytes per row on the large segments.
+    labels: np.ndarray | None = None
     coarse: _Coarse | None = None  # set on IVF segments
     serial: int = field(default_factory=lambda: next(_serials))  # tells rebuilt segments from kept ones
 
@@ -274,10 +351,13 @@ class BinaryVotingIndex:
                 lock = self._writers[scope] = threading.Lock()
             return lock
 
-    def add(self, scope: int, entry: int, descriptors: np.ndarray) -> None:
+    def add(
+        self, scope: int, entry: int, descriptors: np.ndarray, geometry: np.ndarray | None = None
+    ) -> None:
+        """Index one entry's descriptors with their keypoints' geometry (:func:`keypoint_geometry`; rows
+        without it count as one orientation and level, see :meth:`ballot`)."""
         _one_faiss_thread()
-        desc = np.ascontiguousarray(descriptors, dtype=np.uint8)
-        segment = _flat_segment([(entry, desc)])
+        segment = _flat_segment([_row(entry, descriptors, geometry)])
         with self._writer(scope):
             with self._swap:
                 snap = self._snapshots.get(scope, _Snapshot())
@@ -297,19 +377,20 @@ class BinaryVotingIndex:
         with self._writer(scope), self._swap:
             self._snapshots.pop(scope, None)
 
-    def load(self, items: Iterable[tuple[int, int, np.ndarray]]) -> None:
-        """Bulk insert; builds one segment per scope directly instead of many small ones."""
+    def load(self, items: Iterable[tuple[int, int, np.ndarray, np.ndarray | None]]) -> None:
+        """Bulk insert of (scope, entry, descriptors, geometry); builds one segment per scope directly instead
+        of many small ones."""
         _one_faiss_thread()
-        by_scope: dict[int, list[tuple[int, np.ndarray]]] = {}
-        for scope, entry, desc in items:
-            by_scope.setdefault(scope, []).append((entry, np.ascontiguousarray(desc, dtype=np.uint8)))
+        by_scope: dict[int, list[Row]] = {}
+        for scope, entry, desc, geo in items:
+            by_scope.setdefault(scope, []).append(_row(entry, desc, geo))
         for scope, rows in by_scope.items():
             with self._writer(scope):
                 with self._swap:
                     snap = self._snapshots.get(scope, _Snapshot())
                 live = _live_rows(snap.segments, snap.dead)
                 everything = live + rows
-                total = sum(len(d) for _, d in everything)
+                total = sum(len(r[1]) for r in everything)
                 coarse = self._train(everything) if total >= self.settings.ivf_min_rows else None
                 segment = (
                     _ivf_segment(everything, coarse) if coarse is not None else _flat_segment(everything)
@@ -320,13 +401,14 @@ class BinaryVotingIndex:
                     self._snapshots[scope] = _Snapshot((segment,), frozenset(), coarse)
         _return_freed_memory()
 
-    def add_rows(self, scope: int, rows: Iterable[tuple[int, np.ndarray]]) -> None:
-        """Bulk insert next to a scope's current segments, as one exact segment that upkeep seals later."""
+    def add_rows(self, scope: int, rows: Iterable[tuple[int, np.ndarray, np.ndarray]]) -> None:
+        """Bulk insert of (entry, descriptors, geometry) next to a scope's current segments, as one exact
+        segment that upkeep seals later."""
         _one_faiss_thread()
-        rows = [(entry, np.ascontiguousarray(desc, dtype=np.uint8)) for entry, desc in rows]
-        if not rows:
+        batch = [_row(*r) for r in rows]
+        if not batch:
             return
-        segment = _flat_segment(rows)
+        segment = _flat_segment(batch)
         with self._writer(scope):
             with self._swap:
                 snap = self._snapshots.get(scope, _Snapshot())
@@ -477,13 +559,13 @@ class BinaryVotingIndex:
             self._snapshots[scope] = _Snapshot(segments, _still_present(current.dead, segments), coarse)
             self._rows_built += built.rows if built is not None else 0
 
-    def _train(self, rows: list[tuple[int, np.ndarray]]) -> _Coarse:
+    def _train(self, rows: list[Row]) -> _Coarse:
         s = self.settings
-        total = sum(len(d) for _, d in rows)
+        total = sum(len(r[1]) for r in rows)
         nlist = _list_count(total, s)
         wanted = nlist * s.train_per_list
         # The sample is drawn by row number, so only the sampled rows are copied, not the whole scope.
-        offsets = np.cumsum([0] + [len(d) for _, d in rows])
+        offsets = np.cumsum([0] + [len(r[1]) for r in rows])
         picks = (
             np.arange(total)
             if total <= wanted
@@ -552,12 +634,20 @@ class BinaryVotingIndex:
             return self._rows_built
 
     # ----------------------------------------------------------------------------- readers
-    def shortlist(self, descriptors: np.ndarray, scopes: Sequence[int], limit: int) -> list[Candidate]:
-        """Entries ranked by how many query descriptors have them among their near neighbours."""
-        return self.ballot(descriptors, scopes).top(limit)
+    def shortlist(
+        self, descriptors: np.ndarray, scopes: Sequence[int], limit: int, geometry: np.ndarray | None = None
+    ) -> list[Candidate]:
+        """Entries ranked by how many query descriptors have them among their near neighbours (consistently
+        with this geometry, see :meth:`ballot`)."""
+        return self.ballot(descriptors, scopes, geometry).top(limit)
 
-    def ballot(self, descriptors: np.ndarray, scopes: Sequence[int]) -> Ballot:
-        """The votes of these query descriptors, per entry.
+    def ballot(
+        self, descriptors: np.ndarray, scopes: Sequence[int], geometry: np.ndarray | None = None
+    ) -> Ballot:
+        """The votes of these query descriptors, their keypoints of this geometry (:func:`keypoint_geometry`).
+
+        Without geometry (of the query, or of rows added without it) votes count as one orientation and
+        level: among such rows the ballot ranks by votes alone.
 
         Ballots of disjoint descriptor subsets of one photo add up to the ballot of the whole photo, so a
         search can vote with a few descriptors first and only pay for the rest when it has to.
@@ -569,29 +659,31 @@ class BinaryVotingIndex:
             return Ballot()
         with self._swap:
             snaps = [(sc, self._snapshots[sc]) for sc in dict.fromkeys(scopes) if sc in self._snapshots]
+        photo = np.zeros(len(query), np.int64) if geometry is None else np.asarray(geometry, np.int64)
         qs: list[np.ndarray] = []
-        es: list[np.ndarray] = []
+        ls: list[np.ndarray] = []
         scope_of: dict[int, int] = {}
         for scope, snap in snaps:
-            dist, ent = _nearest(query, snap, s.neighbours)
-            ok = (ent >= 0) & (dist <= s.max_distance)
-            qi = np.nonzero(ok)[0]
-            ent = ent[ok]
-            qs.append(qi)
-            es.append(ent)
-            for e in np.unique(ent).tolist():
+            dist, lab = _nearest(query, snap, s.neighbours)
+            ok = (lab >= 0) & (dist <= s.max_distance)
+            # Row-major, so each query descriptor's neighbours come nearest first.
+            qs.append(np.nonzero(ok)[0])
+            ls.append(lab[ok])
+            for e in np.unique(lab[ok] >> GEOMETRY_BITS).tolist():
                 scope_of[e] = scope
         if not qs:
             return Ballot()
         qi = np.concatenate(qs)
-        ent = np.concatenate(es)
-        if len(ent) == 0:
+        lab = np.concatenate(ls)
+        if len(lab) == 0:
             return Ballot()
+        ent = lab >> GEOMETRY_BITS
+        # One vote per (query descriptor, entry), by its nearest row: repeated texture inside a target cannot
+        # stuff the ballot.
         uniq, inverse = np.unique(ent, return_inverse=True)
-        # One vote per (query descriptor, entry): repeated texture inside a target cannot stuff the ballot.
-        pair = np.unique(qi.astype(np.int64) * len(uniq) + inverse)
-        votes = np.bincount(pair % len(uniq), minlength=len(uniq)).astype(np.float64)
-        return Ballot(uniq.astype(np.int64), votes, scope_of)
+        _, first = np.unique(qi.astype(np.int64) * len(uniq) + inverse, return_index=True)
+        cells = _cells(photo[qi[first]], lab[first] & ((1 << GEOMETRY_BITS) - 1))
+        return Ballot(ent[first], cells, scope_of)
 
     def __len__(self) -> int:
         """Live entries over all scopes."""
@@ -607,16 +699,17 @@ class BinaryVotingIndex:
 
 
 def _nearest(query: np.ndarray, snap: _Snapshot, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distances and live entries of each query descriptor's ``k`` nearest rows over all segments.
+    """Distances and ids (entry and geometry) of each query descriptor's ``k`` nearest live rows over all
+    segments.
 
-    Entry -1 marks an empty slot. The k are chosen over the whole scope, so the answer is the same however
+    Id -1 marks an empty slot. The k are chosen over the whole scope, so the answer is the same however
     the rows are split into segments, and removed entries are dropped before they are chosen.
     """
     n = len(query)
     dead = np.fromiter(snap.dead, np.int64, len(snap.dead)) if snap.dead else None
     assigned: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per quantizer: (distances, lists)
     dists: list[np.ndarray] = []
-    ents: list[np.ndarray] = []
+    labs: list[np.ndarray] = []
     for seg in snap.segments:
         if seg.rows == 0:
             continue
@@ -628,66 +721,68 @@ def _nearest(query: np.ndarray, snap: _Snapshot, k: int) -> tuple[np.ndarray, np
             if key not in assigned:
                 assigned[key] = seg.coarse.quantizer.search(query, seg.coarse.nprobe)
             dq, lq = assigned[key]
-            dist, ent = seg.index.search_preassigned(query, kk, lq, dq)  # type: ignore[attr-defined]
+            dist, lab = seg.index.search_preassigned(query, kk, lq, dq)  # type: ignore[attr-defined]
         else:
-            assert seg.entries is not None
-            dist, lab = seg.index.search(query, kk)  # type: ignore[attr-defined]
-            ent = np.where(lab >= 0, seg.entries[np.maximum(lab, 0)], -1)
+            assert seg.labels is not None
+            dist, row = seg.index.search(query, kk)  # type: ignore[attr-defined]
+            lab = np.where(row >= 0, seg.labels[np.maximum(row, 0)], -1)
         if dead is not None:
-            ent = np.where(np.isin(ent, dead), -1, ent)
-        dists.append(np.where(ent >= 0, dist, _FAR))
-        ents.append(ent)
+            lab = np.where(np.isin(lab >> GEOMETRY_BITS, dead), -1, lab)
+        dists.append(np.where(lab >= 0, dist, _FAR))
+        labs.append(lab)
     if not dists:
         return np.full((n, 0), _FAR, np.int32), np.full((n, 0), -1, np.int64)
     dist = np.concatenate(dists, axis=1)
-    ent = np.concatenate(ents, axis=1)
+    lab = np.concatenate(labs, axis=1)
     if dist.shape[1] > k:
         # Stable, so equally near rows keep segment order, as a single segment would keep row order.
         order = np.argsort(dist, axis=1, kind="stable")[:, :k]
         dist = np.take_along_axis(dist, order, axis=1)
-        ent = np.take_along_axis(ent, order, axis=1)
-    return dist, ent
+        lab = np.take_along_axis(lab, order, axis=1)
+    return dist, lab
 
 
-def _live_rows(segments: Iterable[_Segment], dead: frozenset[int]) -> list[tuple[int, np.ndarray]]:
-    """The descriptors of the live entries of ``segments``, read back from the segments' own codes.
+def _live_rows(segments: Iterable[_Segment], dead: frozenset[int]) -> list[Row]:
+    """The rows of the live entries of ``segments``, read back from the segments' own codes and ids.
 
     The index keeps no other copy of them: for the large-scale index that copy was as large as the index.
     """
-    out: list[tuple[int, np.ndarray]] = []
+    out: list[Row] = []
     for seg in segments:
-        codes, entries = _segment_codes(seg)
+        codes, labels = _segment_codes(seg)
         if seg.coarse is not None:
             # IVF rows lie in list order; a stable sort by entry gathers each entry's rows and keeps their
             # order within each list, so a rebuild with the same quantizer fills every list as before.
-            order = np.argsort(entries, kind="stable")
-            codes, entries = codes[order], entries[order]
-            starts = np.searchsorted(entries, list(seg.rows_by_entry))
+            order = np.argsort(labels >> GEOMETRY_BITS, kind="stable")
+            codes, labels = codes[order], labels[order]
+            starts = np.searchsorted(labels >> GEOMETRY_BITS, list(seg.rows_by_entry))
         else:
             starts = np.array([span[0] for span in seg.rows_by_entry.values()], np.int64)
+        geometry = (labels & ((1 << GEOMETRY_BITS) - 1)).astype(np.uint8)
         for (e, (a, b)), start in zip(seg.rows_by_entry.items(), starts.tolist(), strict=True):
             if e not in dead:
-                out.append((e, codes[start : start + b - a]))
+                stop = start + b - a
+                out.append((e, codes[start:stop], geometry[start:stop]))
     return out
 
 
 def _segment_codes(seg: _Segment) -> tuple[np.ndarray, np.ndarray]:
-    """A segment's rows as (codes, entry of each row); for IVF segments in list order."""
+    """A segment's rows as (codes, id of each row); for IVF segments in list order."""
     size = BITS // 8
     if seg.coarse is None:
-        assert seg.entries is not None and isinstance(seg.index, faiss.IndexBinaryFlat)
-        return flat_codes(seg.index), seg.entries
+        assert seg.labels is not None and isinstance(seg.index, faiss.IndexBinaryFlat)
+        return flat_codes(seg.index), seg.labels
     lists = seg.index.invlists  # type: ignore[attr-defined]
     codes = np.empty((seg.rows, size), np.uint8)
-    entries = np.empty(seg.rows, np.int64)
+    labels = np.empty(seg.rows, np.int64)
     at = 0
     for i in range(lists.nlist):
         n = lists.list_size(i)
         if n:
             codes[at : at + n] = faiss.rev_swig_ptr(lists.get_codes(i), n * size).reshape(n, size)
-            entries[at : at + n] = faiss.rev_swig_ptr(lists.get_ids(i), n)
+            labels[at : at + n] = faiss.rev_swig_ptr(lists.get_ids(i), n)
             at += n
-    return codes, entries
+    return codes, labels
 
 
 def _list_count(rows: int, s: IndexSettings) -> int:
@@ -713,30 +808,39 @@ def _still_present(dead: frozenset[int], segments: tuple[_Segment, ...]) -> froz
     return frozenset(e for e in dead if any(e in seg.rows_by_entry for seg in segments))
 
 
-def _stack(rows: list[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[int, int]]]:
+def _row(entry: int, descriptors: np.ndarray, geometry: np.ndarray | None = None) -> Row:
+    desc = np.ascontiguousarray(descriptors, dtype=np.uint8)
+    geo = np.zeros(len(desc), np.uint8) if geometry is None else np.asarray(geometry, np.uint8)
+    if geo.shape != (len(desc),):
+        raise ValueError(f"{geo.shape} geometry for {len(desc)} descriptors")
+    return entry, desc, geo
+
+
+def _stack(rows: list[Row]) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[int, int]]]:
+    """(descriptors, id of each row, entry -> its rows) of ``rows`` stacked in order."""
     ranges: dict[int, tuple[int, int]] = {}
     start = 0
-    for entry, desc in rows:
+    for entry, desc, _ in rows:
         ranges[entry] = (start, start + len(desc))
         start += len(desc)
     if rows:
-        data = np.ascontiguousarray(np.concatenate([d for _, d in rows]), dtype=np.uint8)
-        entries = np.concatenate([np.full(len(d), e, np.int64) for e, d in rows])
+        data = np.ascontiguousarray(np.concatenate([d for _, d, _ in rows]), dtype=np.uint8)
+        labels = np.concatenate([_labels(np.full(len(d), e, np.int64), g) for e, d, g in rows])
     else:
         data = np.zeros((0, BITS // 8), np.uint8)
-        entries = np.zeros(0, np.int64)
-    return data, entries, ranges
+        labels = np.zeros(0, np.int64)
+    return data, labels, ranges
 
 
-def _flat_segment(rows: list[tuple[int, np.ndarray]]) -> _Segment:
-    data, entries, ranges = _stack(rows)
+def _flat_segment(rows: list[Row]) -> _Segment:
+    data, labels, ranges = _stack(rows)
     index = faiss.IndexBinaryFlat(BITS)
     if len(data):
         index.add(data)
-    return _Segment(index, len(entries), ranges, entries=entries)
+    return _Segment(index, len(labels), ranges, labels=labels)
 
 
-def _ivf_segment(rows: list[tuple[int, np.ndarray]], coarse: _Coarse) -> _Segment:
+def _ivf_segment(rows: list[Row], coarse: _Coarse) -> _Segment:
     """An IVF segment over ``rows`` with an already trained quantizer: assignment only, no k-means."""
     ivf = faiss.IndexBinaryIVF(coarse.quantizer.flat, BITS, coarse.nlist)
     ivf.nprobe = coarse.nprobe
@@ -744,18 +848,18 @@ def _ivf_segment(rows: list[tuple[int, np.ndarray]], coarse: _Coarse) -> _Segmen
     start = 0
     # Added a few targets at a time: the rows are never all stacked into one more copy.
     for chunk in _batched(rows, 64):
-        data, entries, spans = _stack(chunk)
+        data, labels, spans = _stack(chunk)
         # Each row goes to the list a query descriptor like it would search (the quantizer's own search).
         lists = coarse.quantizer.assign(data)
         ivf.add_core(  # type: ignore[attr-defined]
-            len(data), faiss.swig_ptr(data), faiss.swig_ptr(entries), faiss.swig_ptr(lists)
+            len(data), faiss.swig_ptr(data), faiss.swig_ptr(labels), faiss.swig_ptr(lists)
         )
         for e, (a, b) in spans.items():
             ranges[e] = (start + a, start + b)
-        start += len(entries)
+        start += len(labels)
     return _Segment(ivf, start, ranges, coarse=coarse)
 
 
-def _batched(rows: list[tuple[int, np.ndarray]], size: int) -> Iterable[list[tuple[int, np.ndarray]]]:
+def _batched(rows: list[Row], size: int) -> Iterable[list[Row]]:
     for i in range(0, len(rows), size):
         yield rows[i : i + size]

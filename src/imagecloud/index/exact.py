@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from imagecloud.index.base import Candidate
-from imagecloud.index.binary import Ballot, BinaryVotingIndex, IndexSettings
+from imagecloud.index.binary import Ballot, BinaryVotingIndex, IndexSettings, keypoint_geometry
 from imagecloud.index.sealed import SavedScope, SegmentStore, fingerprint
 from imagecloud.vision.features import Features
 
@@ -69,7 +69,7 @@ class ExactIndex:
         with self._lock:
             old = self._current.get(target)
             self._entries[entry] = _Entry(scope, target, self._kept(feats), fingerprint(features))
-        self._index.add(scope, entry, self._indexed(feats))
+        self._index.add(scope, entry, *self._indexed(feats))
         with self._lock:
             # A replaced image (same id) is retired only once its successor is searchable.
             self._current[target] = entry
@@ -117,8 +117,9 @@ class ExactIndex:
         """
         saved = self._store.read() if self._store is not None else {}
         claims = _claims(saved)
-        rows: list[tuple[int, int, np.ndarray]] = []
-        reused: dict[int, dict[int, np.ndarray]] = {}  # scope -> saved entry -> descriptors
+        rows: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+        # scope -> saved entry -> (descriptors, geometry)
+        reused: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
         retired: list[int] = []
         with self._lock:
             # Entry numbers continue after every saved one, claimed or not: the segments store them, and an
@@ -140,14 +141,14 @@ class ExactIndex:
                     reused.setdefault(scope, {})[entry] = self._indexed(feats)
                 else:
                     entry = next(self._serial)
-                    rows.append((scope, entry, self._indexed(feats)))
+                    rows.append((scope, entry, *self._indexed(feats)))
                 self._count(scope, old)
                 self._entries[entry] = _Entry(scope, target, self._kept(feats), print_)
                 self._current[target] = entry
         restored = self._restore(saved, reused, rows)
         self._index.load(r for r in rows if r[0] not in restored)
         for scope in restored:
-            self._index.add_rows(scope, ((e, d) for sc, e, d in rows if sc == scope))
+            self._index.add_rows(scope, ((e, d, g) for sc, e, d, g in rows if sc == scope))
         for old in retired:
             self._retire(old)
         self._save_soon()
@@ -155,8 +156,8 @@ class ExactIndex:
     def _restore(
         self,
         saved: dict[int, SavedScope],
-        reused: dict[int, dict[int, np.ndarray]],
-        rows: list[tuple[int, int, np.ndarray]],
+        reused: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]],
+        rows: list[tuple[int, int, np.ndarray, np.ndarray]],
     ) -> set[int]:
         """Put back the saved segments still worth keeping; returns the scopes restored.
 
@@ -176,7 +177,7 @@ class ExactIndex:
                 if usable and live_rows > 0 and live_rows >= keep_share * seg.index.ntotal:
                     kept.append(seg)
                 else:
-                    rows.extend((scope, e, live.pop(e)) for e in seg.spans if e in live)
+                    rows.extend((scope, e, *live.pop(e)) for e in seg.spans if e in live)
             if not kept:
                 continue
             dead = frozenset(e for seg in kept for e in seg.spans if e not in live)
@@ -187,9 +188,9 @@ class ExactIndex:
         return restored
 
     # ----------------------------------------------------------------------------- what is kept
-    def _indexed(self, feats: Features) -> np.ndarray:
-        """The descriptors of a target that vote for it: all of them."""
-        return feats.descriptors
+    def _indexed(self, feats: Features) -> tuple[np.ndarray, np.ndarray]:
+        """The descriptors of a target that vote for it (all of them) and their keypoints' geometry."""
+        return feats.descriptors, keypoint_geometry(feats.angles, feats.octaves)
 
     def _kept(self, feats: Features) -> Features | None:
         """What of a target's features stays in RAM for verification: all of them."""
@@ -237,22 +238,24 @@ class ExactIndex:
             saving.join()
 
     # ----------------------------------------------------------------------------- readers
-    def vote(self, descriptors: np.ndarray, scopes: Sequence[int]) -> Ballot:
-        return self._index.ballot(descriptors, scopes)
+    def vote(self, descriptors: np.ndarray, geometry: np.ndarray, scopes: Sequence[int]) -> Ballot:
+        return self._index.ballot(descriptors, scopes, geometry)
 
     def ranked(self, ballot: Ballot, limit: int) -> list[Candidate]:
-        """Most votes first, ties to the earlier indexed; an entry retired meanwhile is left out."""
+        """Most consistent votes first (see ``index.binary``), then most votes, ties to the earlier indexed;
+        an entry retired meanwhile is left out."""
         top = ballot.top(limit)
         out: list[Candidate] = []
         with self._lock:
             for cand in top:
                 e = self._entries.get(cand.entry)
                 if e is not None:
-                    out.append(Candidate(e.target, e.scope, cand.votes))
+                    out.append(Candidate(e.target, e.scope, cand.consistent, cand.votes))
         return out
 
-    def search(self, descriptors: np.ndarray, scopes: Sequence[int], limit: int) -> list[Candidate]:
-        return self.ranked(self.vote(descriptors, scopes), limit)
+    def search(self, photo: Features, scopes: Sequence[int], limit: int) -> list[Candidate]:
+        geometry = keypoint_geometry(photo.angles, photo.octaves)
+        return self.ranked(self.vote(photo.descriptors, geometry, scopes), limit)
 
     @property
     def min_votes(self) -> float:

@@ -33,7 +33,7 @@ from imagecloud.index.binary import SealedScope, SealedSegment, next_serial
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: row ids carry the keypoint geometry (index.binary)
 MANIFEST = "manifest.json"
 
 

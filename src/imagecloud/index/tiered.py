@@ -335,11 +335,11 @@ class TieredIndex:
         log.info("channel %d now searched through the word index", scope)
 
     # ----------------------------------------------------------------------------- readers
-    def search(self, descriptors: np.ndarray, scopes: Sequence[int], limit: int) -> list[Candidate]:
+    def search(self, photo: Features, scopes: Sequence[int], limit: int) -> list[Candidate]:
         """Each serving index's candidates in turn, the exact index's first (their scores differ in kind)."""
         out: list[Candidate] = []
         for index, part in self.parts(scopes):
-            out.extend(index.search(descriptors, part, limit))
+            out.extend(index.search(photo, part, limit))
         return out[:limit]
 
     def features(self, targets: Sequence[int]) -> dict[int, Features]:

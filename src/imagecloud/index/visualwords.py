@@ -110,12 +110,13 @@ class VisualWordIndex:
             self._postings.wait_idle()
 
     # ----------------------------------------------------------------------------- readers
-    def search(self, descriptors: np.ndarray, scopes: Sequence[int], limit: int) -> list[Candidate]:
+    def search(self, photo: Features, scopes: Sequence[int], limit: int) -> list[Candidate]:
         """Targets ranked by idf-weighted shared words, best first."""
         postings = self._postings
         if postings is None:
             return []
-        return [Candidate(h.target, h.scope, h.score) for h in postings.search(descriptors, scopes, limit)]
+        hits = postings.search(photo.descriptors, scopes, limit)
+        return [Candidate(h.target, h.scope, h.score) for h in hits]
 
     def features(self, targets: Sequence[int]) -> dict[int, Features]:
         return {}

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from imagecloud.index.base import Candidate, Index, VotingIndex
+from imagecloud.index.binary import keypoint_geometry
 from imagecloud.recognition.acceptance import AcceptanceSettings, assess
 from imagecloud.recognition.findings import Findings, View
 from imagecloud.vision.analysis import Analyser, QueryAnalysis
@@ -59,11 +60,10 @@ class SearchSettings:
     first_verify: int = 2  # candidates of the first round verified before the remaining descriptors vote
     # Second pass for photos the first pass accepted nothing in (small, steep or low-contrast prints).
     second_pass: SecondPass = "always"
-    # The second pass first verifies the best-voted candidates of pyramid levels 0-3 alone: at 1.2^3 = 1.73 <
-    # 1400/800 they are finer than anything the first pass saw, which is what small and steep prints offer;
-    # then the usual shortlist of all levels' votes, which glare-washed photos of real covers need.
+    # The second pass votes with pyramid levels 0-3 only: at 1.2^3 = 1.73 < 1400/800 they are finer than
+    # anything the first pass saw, which is all that small and steep prints offer; the coarser levels repeat
+    # what the first pass already voted with (docs/RECOGNITION.md, section 4).
     second_vote_octaves: int = 3
-    second_fine_shortlist: int = 5
     words_shortlist: int = 20  # candidates of a ranked (word) index verified per search, best-ranked first
     feature_cache: int = 2048  # features of recently verified candidates read from storage, kept in RAM
 
@@ -220,9 +220,10 @@ class Searcher:
         s = self.settings
         limit = max(s.upload_shortlist if upload else s.shortlist, wanted)
         desc = query.features.descriptors
+        geo = keypoint_geometry(query.features.angles, query.features.octaves)
         tried: set[int] = set()
         first = min(len(desc), s.first_votes)
-        ballot = index.vote(desc[:first], scopes)
+        ballot = index.vote(desc[:first], geo[:first], scopes)
         scale = first / max(1, len(desc))
         top = index.ranked(ballot, s.first_verify + s.competitors)
         # Only the first_verify best are verified on their own; the others only as competitors of an accepted
@@ -231,7 +232,7 @@ class Searcher:
             query, index, top, index.min_votes * scale, wanted, findings, tried, unaccepted=s.first_verify
         )
         if findings.accepted < wanted and first < len(desc) and not first_round:
-            ballot = ballot + index.vote(desc[first:], scopes)
+            ballot = ballot + index.vote(desc[first:], geo[first:], scopes)
             self._verify_candidates(
                 query, index, index.ranked(ballot, limit), index.min_votes, wanted, findings, tried
             )
@@ -239,31 +240,21 @@ class Searcher:
     def _vote_second(
         self, dense: QueryAnalysis, index: VotingIndex, scopes: Sequence[int], wanted: int, findings: Findings
     ) -> None:
-        """Two shortlists from one vote: the detail the first pass could not see (levels up to
-        second_vote_octaves) finds small and steep prints, whose few fine votes drown among the coarse ones;
-        all levels together find prints washed out by glare. Both are verified, the second also without a
-        plausible view so far: two glare-washed covers of the development photos left none before it."""
+        """The detail the first pass could not see (levels up to second_vote_octaves) votes; its shortlist is
+        verified with all of the dense features."""
         s = self.settings
-        limit = max(s.shortlist, wanted)
         feats = dense.features
         fine = feats.octaves <= s.second_vote_octaves
-        fine_ballot = index.vote(feats.descriptors[fine], scopes)
-        ballot = fine_ballot + index.vote(feats.descriptors[~fine], scopes)
-        tried: set[int] = set()
-        top_fine = index.ranked(fine_ballot, s.second_fine_shortlist)
-        self._verify_candidates(
-            dense, index, top_fine, index.min_votes * fine.mean(), wanted, findings, tried
-        )
-        if findings.accepted < wanted:
-            self._verify_candidates(
-                dense, index, index.ranked(ballot, limit), index.min_votes, wanted, findings, tried
-            )
+        geo = keypoint_geometry(feats.angles, feats.octaves)
+        ballot = index.vote(feats.descriptors[fine], geo[fine], scopes)
+        top = index.ranked(ballot, max(s.shortlist, wanted))
+        self._verify_candidates(dense, index, top, index.min_votes * fine.mean(), wanted, findings, set())
 
     def _verify_ranked(
         self, query: QueryAnalysis, index: Index, scopes: Sequence[int], wanted: int, findings: Findings
     ) -> None:
         """Verify a ranked index's candidates best first, reading their features a few at a time."""
-        candidates = index.search(query.features.descriptors, scopes, self.settings.words_shortlist)
+        candidates = index.search(query.features, scopes, self.settings.words_shortlist)
         checked = _Budget(wanted, self.settings.competitors)
         batch = 8  # the right target is usually first: read features lazily, not all of them at once
         for start in range(0, len(candidates), batch):
