@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from imagecloud.index.base import Candidate
 from imagecloud.recognition import search
 from imagecloud.recognition.findings import Findings
 from imagecloud.service.recognizer import Recognizer
@@ -64,3 +65,25 @@ def test_the_first_round_verifies_its_best_two_then_only_competitors(
     assert match.target_id == 5
     # Accepted in the first round: only competitors of it are verified after it, and nothing more votes.
     assert len(stages) == 1 and stages[0][0] == 5 and len(stages[0]) <= 1 + settings.competitors
+
+
+def test_the_best_ranked_candidate_is_verified_below_the_gate(
+    recognizer: Recognizer, stages: list[list[int]]
+) -> None:
+    """The gate on consistent votes stops a shortlist at its first weak candidate, except the first of all,
+    which is verified from best_candidate_gate of it."""
+    searcher = recognizer.searcher
+    share = searcher.settings.best_candidate_gate
+    query = recognizer.analyse_query(_photo(999))
+    index = recognizer.index.exact
+
+    def verified(*scores: float) -> list[int]:
+        stages.clear()
+        candidates = [Candidate(t, 1, score) for t, score in enumerate(scores)]
+        findings = Findings(overlap=searcher.settings.acceptance.overlap)
+        searcher._verify_candidates(query, index, candidates, 6.0, 1, findings, set())
+        return stages[0]
+
+    assert verified(6.0 * share, 6.0 * share, 9.0) == [0]
+    assert verified(6.0, 6.0, 5.9, 9.0) == [0, 1]
+    assert verified(6.0 * share - 0.1, 9.0) == []
