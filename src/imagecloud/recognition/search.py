@@ -61,7 +61,8 @@ class SearchSettings:
     # The best-ranked candidate of a shortlist is verified from this share of the index's gate on
     # consistent votes (4 of the exact index's 6, the correspondences a homography needs): at most one
     # more verification per shortlist, for the photos whose few true votes land at the gate. One of the 200
-    # development covers drew 5 to 6 consistent votes depending on how the index happened to be partitioned.
+    # development covers drew 6 consistent votes in-process and fewer in the benchmark's server, whose index
+    # had been trained on its targets in another order (docs/RECOGNITION.md, section 3).
     best_candidate_gate: float = 2 / 3
     # Second pass for photos the first pass accepted nothing in (small, steep or low-contrast prints).
     second_pass: SecondPass = "always"
@@ -283,13 +284,13 @@ class Searcher:
         tried: set[int],
         unaccepted: int | None = None,
     ) -> None:
-        """Verify ``candidates`` best-voted first until the budget is spent; with ``unaccepted``, at most that
-        many while none of them has been accepted."""
+        """Verify ``candidates`` in rank order until the budget is spent or one is under the gate; with
+        ``unaccepted``, at most that many while none of them has been accepted."""
         s = self.settings
         checked = _Budget(wanted, s.competitors)
         accepted_votes = 0.0
         verified = 0
-        for rank, cand in enumerate(candidates):  # best-voted first
+        for rank, cand in enumerate(candidates):  # most consistent votes first
             gate = min_votes * (s.best_candidate_gate if rank == 0 else 1.0)
             weak = cand.score < gate or cand.score < s.competitor_votes * accepted_votes
             if weak or checked.spent(findings):
