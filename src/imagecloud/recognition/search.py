@@ -66,10 +66,12 @@ class SearchSettings:
     best_candidate_gate: float = 2 / 3
     # Second pass for photos the first pass accepted nothing in (small, steep or low-contrast prints).
     second_pass: SecondPass = "always"
-    # The second pass votes with pyramid levels 0-3 only: at 1.2^3 = 1.73 < 1400/800 they are finer than
-    # anything the first pass saw, which is all that small and steep prints offer; the coarser levels repeat
-    # what the first pass already voted with (docs/RECOGNITION.md, section 4).
+    # The second pass first verifies the best candidates of pyramid levels 0-3 alone: at 1.2^3 = 1.73 <
+    # 1400/800 they are finer than anything the first pass saw, which is what small and steep prints offer;
+    # then the usual shortlist of all levels' votes, which glare-washed covers and large channels need
+    # (docs/RECOGNITION.md, section 4).
     second_vote_octaves: int = 3
+    second_fine_shortlist: int = 5
     words_shortlist: int = 20  # candidates of a ranked (word) index verified per search, best-ranked first
     feature_cache: int = 2048  # features of recently verified candidates read from storage, kept in RAM
 
@@ -246,15 +248,24 @@ class Searcher:
     def _vote_second(
         self, dense: QueryAnalysis, index: VotingIndex, scopes: Sequence[int], wanted: int, findings: Findings
     ) -> None:
-        """The detail the first pass could not see (levels up to second_vote_octaves) votes; its shortlist is
-        verified with all of the dense features."""
+        """Two shortlists from one vote: the detail the first pass could not see (levels up to
+        second_vote_octaves) finds small and steep prints, whose few fine votes drown among the coarse ones;
+        all levels together find prints that only the whole photo's votes bring up (in channels of 50,000
+        targets, 2 of the 200 development covers)."""
         s = self.settings
         feats = dense.features
         fine = feats.octaves <= s.second_vote_octaves
         geo = keypoint_geometry(feats.angles, feats.octaves)
-        ballot = index.vote(feats.descriptors[fine], geo[fine], scopes)
-        top = index.ranked(ballot, max(s.shortlist, wanted))
-        self._verify_candidates(dense, index, top, index.min_votes * fine.mean(), wanted, findings, set())
+        fine_ballot = index.vote(feats.descriptors[fine], geo[fine], scopes)
+        ballot = fine_ballot + index.vote(feats.descriptors[~fine], geo[~fine], scopes)
+        tried: set[int] = set()
+        top_fine = index.ranked(fine_ballot, s.second_fine_shortlist)
+        self._verify_candidates(
+            dense, index, top_fine, index.min_votes * fine.mean(), wanted, findings, tried
+        )
+        if findings.accepted < wanted:
+            top = index.ranked(ballot, max(s.shortlist, wanted))
+            self._verify_candidates(dense, index, top, index.min_votes, wanted, findings, tried)
 
     def _verify_ranked(
         self, query: QueryAnalysis, index: Index, scopes: Sequence[int], wanted: int, findings: Findings
