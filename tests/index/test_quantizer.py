@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import faiss
@@ -8,6 +9,7 @@ import numpy as np
 from imagecloud.index.binary import BinaryVotingIndex, IndexSettings, _list_count
 from imagecloud.index.exact import ExactIndex
 from imagecloud.index.quantizer import CoarseQuantizer, flat_codes, two_level_centroids
+from imagecloud.index.sealed import FORMAT
 from imagecloud.vision.features import Features
 
 
@@ -126,3 +128,24 @@ def test_saved_rows_are_reused_only_by_an_index_whose_quantizer_searches_alike(t
         for t in (3, 17, 40):
             [best] = index.search(Features.from_bytes(blobs[t]), [1], 1)
             assert (best.target, best.score) == (t, 200.0)
+
+
+def test_a_save_of_another_format_is_rebuilt_not_read(tmp_path: Path) -> None:
+    """The ids in the saved lists change meaning between formats (entry alone, then entry and geometry):
+    a save written in another format is indexed afresh."""
+    blobs = {t: _blob(t) for t in range(1, 41)}
+    settings = IndexSettings(ivf_min_rows=4_000, max_lists=1024, flat_train_max_lists=16, nprobe=1)
+    first = ExactIndex(settings, tmp_path)
+    first.load((1, t, b) for t, b in blobs.items())
+    first.wait_saved()
+    manifest = tmp_path / "manifest.json"
+    saved = json.loads(manifest.read_text())
+    assert saved["format"] == FORMAT
+    for restored, version in ((40, FORMAT), (0, FORMAT - 1)):
+        manifest.write_text(json.dumps({**saved, "format": version}))
+        index = ExactIndex(settings, tmp_path)
+        index.load((1, t, b) for t, b in blobs.items())
+        assert index.restored == restored
+        [best] = index.search(Features.from_bytes(blobs[17]), [1], 1)
+        assert (best.target, best.score) == (17, 200.0)
+        index.wait_saved()

@@ -33,7 +33,9 @@ from imagecloud.index.binary import SealedScope, SealedSegment, next_serial
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # 2: row ids carry the keypoint geometry (index.binary)
+# 3: row ids carry the keypoint geometry (index.binary). Format 2 was written for a while with plain entry
+# ids; reading those as format 3 would misplace every row, so they are rebuilt like any other old format.
+FORMAT = 3
 MANIFEST = "manifest.json"
 
 
