@@ -71,8 +71,10 @@ Row = tuple[int, np.ndarray, np.ndarray]
 # Row ids are ``entry << GEOMETRY_BITS | geometry``: the orientation of the row's keypoint in ANGLE_STEPS
 # steps above its pyramid level (0-7; deeper levels count as 7).
 GEOMETRY_BITS = 8
+_GEOMETRY_MASK = (1 << GEOMETRY_BITS) - 1
 ANGLE_STEPS = 32
-_LEVELS = 8
+_LEVEL_BITS = 3
+_LEVELS = 1 << _LEVEL_BITS
 # Consistency cells: differences of orientation in ANGLE_CELLS sectors by differences of level. A vote's
 # two orientations are each rounded to 11.25 degrees and a photo's scale falls between two levels, so the
 # consistent votes of an entry are the most in a 2 x 2 block of cells.
@@ -85,7 +87,7 @@ def keypoint_geometry(angles: np.ndarray, octaves: np.ndarray) -> np.ndarray:
     """One byte per keypoint: its orientation (degrees) in ANGLE_STEPS steps, above its pyramid level."""
     steps = np.floor(np.mod(np.asarray(angles, np.float64), 360.0) * (ANGLE_STEPS / 360.0)).astype(np.int64)
     levels = np.minimum(np.asarray(octaves, np.int64), _LEVELS - 1)
-    return ((steps % ANGLE_STEPS) << 3 | levels).astype(np.uint8)
+    return ((steps % ANGLE_STEPS) << _LEVEL_BITS | levels).astype(np.uint8)
 
 
 def _labels(entries: np.ndarray, geometry: np.ndarray) -> np.ndarray:
@@ -94,8 +96,8 @@ def _labels(entries: np.ndarray, geometry: np.ndarray) -> np.ndarray:
 
 def _cells(photo: np.ndarray, stored: np.ndarray) -> np.ndarray:
     """The consistency cell of votes pairing photo keypoints with stored ones (geometry bytes, int64)."""
-    turn = ((photo >> 3) - (stored >> 3)) % ANGLE_STEPS // (ANGLE_STEPS // ANGLE_CELLS)
-    level = (photo & 7) - (stored & 7) + _LEVELS - 1
+    turn = ((photo >> _LEVEL_BITS) - (stored >> _LEVEL_BITS)) % ANGLE_STEPS // (ANGLE_STEPS // ANGLE_CELLS)
+    level = (photo & (_LEVELS - 1)) - (stored & (_LEVELS - 1)) + _LEVELS - 1
     return np.asarray(turn * _LEVEL_CELLS + level, np.int64)
 
 
@@ -663,20 +665,20 @@ class BinaryVotingIndex:
             snaps = [(sc, self._snapshots[sc]) for sc in dict.fromkeys(scopes) if sc in self._snapshots]
         photo = np.zeros(len(query), np.int64) if geometry is None else np.asarray(geometry, np.int64)
         qs: list[np.ndarray] = []
-        ls: list[np.ndarray] = []
+        labs: list[np.ndarray] = []
         scope_of: dict[int, int] = {}
         for scope, snap in snaps:
             dist, lab = _nearest(query, snap, s.neighbours)
             ok = (lab >= 0) & (dist <= s.max_distance)
             # Row-major, so each query descriptor's neighbours come nearest first.
             qs.append(np.nonzero(ok)[0])
-            ls.append(lab[ok])
+            labs.append(lab[ok])
             for e in np.unique(lab[ok] >> GEOMETRY_BITS).tolist():
                 scope_of[e] = scope
         if not qs:
             return Ballot()
         qi = np.concatenate(qs)
-        lab = np.concatenate(ls)
+        lab = np.concatenate(labs)
         if len(lab) == 0:
             return Ballot()
         ent = lab >> GEOMETRY_BITS
@@ -684,7 +686,7 @@ class BinaryVotingIndex:
         # stuff the ballot.
         uniq, inverse = np.unique(ent, return_inverse=True)
         _, first = np.unique(qi.astype(np.int64) * len(uniq) + inverse, return_index=True)
-        cells = _cells(photo[qi[first]], lab[first] & ((1 << GEOMETRY_BITS) - 1))
+        cells = _cells(photo[qi[first]], lab[first] & _GEOMETRY_MASK)
         return Ballot(ent[first], cells, scope_of)
 
     def __len__(self) -> int:
@@ -760,7 +762,7 @@ def _live_rows(segments: Iterable[_Segment], dead: frozenset[int]) -> list[Row]:
             starts = np.searchsorted(labels >> GEOMETRY_BITS, list(seg.rows_by_entry))
         else:
             starts = np.array([span[0] for span in seg.rows_by_entry.values()], np.int64)
-        geometry = (labels & ((1 << GEOMETRY_BITS) - 1)).astype(np.uint8)
+        geometry = (labels & _GEOMETRY_MASK).astype(np.uint8)
         for (e, (a, b)), start in zip(seg.rows_by_entry.items(), starts.tolist(), strict=True):
             if e not in dead:
                 stop = start + b - a

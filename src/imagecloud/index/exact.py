@@ -189,8 +189,13 @@ class ExactIndex:
 
     # ----------------------------------------------------------------------------- what is kept
     def _indexed(self, feats: Features) -> tuple[np.ndarray, np.ndarray]:
-        """The descriptors of a target that vote for it (all of them) and their keypoints' geometry."""
-        return feats.descriptors, keypoint_geometry(feats.angles, feats.octaves)
+        """The descriptors of a target that vote for it and their keypoints' geometry."""
+        kept = self._voting_keypoints(feats)
+        return feats.descriptors[kept], keypoint_geometry(feats.angles[kept], feats.octaves[kept])
+
+    def _voting_keypoints(self, feats: Features) -> slice | np.ndarray:
+        """Which keypoints of a target vote for it: all of them (a slice, so no copy is made)."""
+        return slice(None)
 
     def _kept(self, feats: Features) -> Features | None:
         """What of a target's features stays in RAM for verification: all of them."""

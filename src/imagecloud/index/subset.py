@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imagecloud.index.binary import IndexSettings, keypoint_geometry
+from imagecloud.index.binary import IndexSettings
 from imagecloud.index.exact import ExactIndex
 from imagecloud.vision.features import Features
 
@@ -62,10 +62,8 @@ class SubsetIndex(ExactIndex):
         self.subset = settings or SubsetSettings()
         super().__init__(self.subset.index, folder)
 
-    def _indexed(self, feats: Features) -> tuple[np.ndarray, np.ndarray]:
-        kept = most_repeatable(feats, self.subset.keep)
-        geometry = keypoint_geometry(feats.angles[kept], feats.octaves[kept])
-        return np.ascontiguousarray(feats.descriptors[kept]), geometry
+    def _voting_keypoints(self, feats: Features) -> np.ndarray:
+        return most_repeatable(feats, self.subset.keep)
 
     def _kept(self, feats: Features) -> Features | None:
         return None
