@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,19 +56,24 @@ def test_scale_report(dataset_dir: Path, tmp_path: Path) -> None:
     assert "| 60 | words |" in (out / "report.md").read_text()
 
 
-def test_scale_report_on_the_subset_index(dataset_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "report"
-    report = scale.run(
+def _subset_run(dataset_dir: Path, tmp_path: Path, **kwargs: Any) -> dict[str, Any]:
+    """``bench scale`` of 30 targets on the subset index alone, into ``tmp_path``'s work and report."""
+    return scale.run(
         dataset_dir,
         tmp_path / "work",
-        out,
+        tmp_path / "report",
         [30],
         real=40,
         workers=1,
-        mixed_seconds=0.5,
         exact=False,
         large=("subset",),
+        **kwargs,
     )
+
+
+def test_scale_report_on_the_subset_index(dataset_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    report = _subset_run(dataset_dir, tmp_path, mixed_seconds=0.5)
     (run,) = report["runs"]
     assert (run["targets"], run["index"]) == (30, "subset")
     assert (run["real_distractors"], run["variant_distractors"]) == (26, 0)
@@ -82,18 +88,7 @@ def test_settings_reach_the_measuring_process_and_get_their_own_index_folder(
 ) -> None:
     settings = scale.settings_from(["index.subset.keep=150", "search.shortlist = 12"])
     assert settings == {"index": {"subset": {"keep": "150"}}, "search": {"shortlist": "12"}}
-    run_subset = partial(
-        scale.run,
-        dataset_dir,
-        tmp_path / "work",
-        tmp_path / "out",
-        [30],
-        real=40,
-        workers=1,
-        mixed_seconds=0,
-        exact=False,
-        large=("subset",),
-    )
+    run_subset = partial(_subset_run, dataset_dir, tmp_path, mixed_seconds=0)
     with pytest.raises(ValueError, match="unknown recognition setting"):
         run_subset(settings={"index": {"nope": "1"}})
     report = run_subset(settings=settings)
@@ -102,7 +97,7 @@ def test_settings_reach_the_measuring_process_and_get_their_own_index_folder(
     assert run["recall_at_1"] == 1.0
     folder = scale.index_folder(tmp_path / "work", 30, settings)
     assert folder != scale.index_folder(tmp_path / "work", 30) and (folder / "meta.json").exists()
-    assert "`index.subset.keep` = '150'" in (tmp_path / "out" / "report.md").read_text()
+    assert "`index.subset.keep` = '150'" in (tmp_path / "report" / "report.md").read_text()
     with pytest.raises(ValueError, match="PATH=VALUE"):
         scale.settings_from(["top_probe"])
 
