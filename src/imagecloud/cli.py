@@ -754,9 +754,19 @@ def bench_scale(
             "many targets of other owners, side by side."
         ),
     ] = 0,
+    negatives: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--negatives",
+            help="A set of photos that must never match (repeatable; exact and subset indexes): a folder "
+            "of photos, or one with split.csv whose 'enrol' photos are enrolled among the distractors and "
+            "'query' photos queried.",
+        ),
+    ] = None,
 ) -> None:
     """Recall, FindImage time, RAM per target, restart time and mixed-load p99 at 10k … 1M targets."""
     from imagecloud.bench import scale
+    from imagecloud.bench.dataset import load_negatives
 
     sources = sources or []
     if tenants:
@@ -785,6 +795,15 @@ def bench_scale(
         overrides = scale.settings_from(setting or [])
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--setting") from None
+    kinds = [k for k in large.split(",") if k]
+    try:
+        negative_sets = [load_negatives(path) for path in negatives or []]
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--negatives") from None
+    if negative_sets and "words" in kinds:
+        raise typer.BadParameter(
+            "measured on the exact and subset indexes: add --large subset", param_hint="--negatives"
+        )
     report = scale.run(
         dataset,
         work,
@@ -795,8 +814,9 @@ def bench_scale(
         mixed_seconds,
         exact=exact,
         sources=sources,
-        large=[k for k in large.split(",") if k],
+        large=kinds,
         settings=overrides,
+        negatives=negative_sets,
     )
     typer.echo(scale.markdown(report))
     typer.echo(f"report written to {out}/report.md")

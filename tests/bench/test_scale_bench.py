@@ -8,10 +8,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import cv2
 import pytest
 
 from imagecloud.bench import scale
+from imagecloud.bench.dataset import load_negatives
 from imagecloud.bench.synthetic import CONDITIONS
+from tests import imagegen
 from tests.bench.datasets import generated_set
 
 
@@ -100,6 +103,45 @@ def test_settings_reach_the_measuring_process_and_get_their_own_index_folder(
     assert "`index.subset.keep` = '150'" in (tmp_path / "report" / "report.md").read_text()
     with pytest.raises(ValueError, match="PATH=VALUE"):
         scale.settings_from(["top_probe"])
+
+
+def test_negative_sets_are_enrolled_among_the_distractors_and_queried(
+    dataset_dir: Path, tmp_path: Path
+) -> None:
+    """A set's enrol photos take distractors' places in the channel; its queries are counted per set. A
+    query that is an enrol photo itself must come back as that set's false match: it proves both."""
+    split = tmp_path / "kinds"
+    (split / "photos").mkdir(parents=True)
+    for seed in (200, 201, 300):
+        cv2.imwrite(str(split / "photos" / f"kind_{seed}.jpg"), imagegen.poster(seed))
+    (split / "photos" / "kind_200_again.jpg").write_bytes((split / "photos" / "kind_200.jpg").read_bytes())
+    rows = ["photo,class,role", "photos/kind_200.jpg,kind,enrol", "photos/kind_201.jpg,kind,enrol"]
+    rows += ["photos/kind_300.jpg,kind,query", "photos/kind_200_again.jpg,kind,query"]
+    (split / "split.csv").write_text("\n".join(rows) + "\n")
+    negatives = [load_negatives(split)]
+    with pytest.raises(ValueError, match="leave words out"):
+        scale.run(
+            dataset_dir,
+            tmp_path / "w",
+            tmp_path / "r",
+            [30],
+            real=40,
+            workers=1,
+            mixed_seconds=0,
+            exact=False,
+            negatives=negatives,
+        )
+    report = _subset_run(dataset_dir, tmp_path, mixed_seconds=0, negatives=negatives)
+    (run,) = report["runs"]
+    assert run["recall_at_1"] == 1.0 and run["false_matches"] == 0
+    assert run["real_distractors"] == 30 - 4 - 2  # the covers and the enrolled photos take their places
+    (kinds,) = run["negative_sets"]
+    assert (kinds["set"], kinds["enrolled"], kinds["queries"], kinds["false_matches"]) == ("kinds", 2, 2, 1)
+    assert kinds["find_ms"]["p50"] > 0
+    assert scale.index_folder(tmp_path / "work", 30, None, "subset", ["kinds"]) != scale.index_folder(
+        tmp_path / "work", 30
+    )
+    assert "| 30 | subset | kinds | 2 | 2 | 1 (50.0%) |" in (tmp_path / "report" / "report.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,10 @@ source's features. They cost no analysis but a ranking sees them as unnaturally 
 separately.
 
 Queries. The 200 real photos of the covers (recall@1, and top-k of the word ranking alone) and the second
-half of the distractor photos, which are never enrolled (any answer is a false match).
+half of the distractor photos, which are never enrolled (any answer is a false match). With ``--negatives``
+(exact and subset indexes), each set's ``enrol`` photos are enrolled among the distractors, in place of as
+many of them, and its ``query`` photos are queried and reported per set: different photos of subjects like
+the enrolled ones, where a larger channel must not raise the false-match rate.
 
 Measurements, each in a fresh process: restart to ready (vocabulary + saved index), index RAM per target
 from the process RSS before and after, FindImage server-side time on one core (photo analysis plus
@@ -37,7 +40,8 @@ import numpy as np
 
 from imagecloud.bench import machine
 from imagecloud.bench.corpus import Pool
-from imagecloud.bench.dataset import images_in
+from imagecloud.bench.dataset import NegativeSet, images_in
+from imagecloud.errors import ImageCloudError
 from imagecloud.index.tiered import TierSettings
 from imagecloud.index.words import Vocabulary, WordIndex, WordSettings
 from imagecloud.recognition.settings import RecognizerSettings, with_overrides
@@ -46,6 +50,7 @@ from imagecloud.vision.features import Features
 
 PLANTED_BASE = 1  # planted covers get target ids 1..100
 DISTRACTOR_BASE = 1000  # distractor j gets id 1000 + j
+NEGATIVE_BASE = 10**12  # the k-th enrolled photo of negative set s gets id NEGATIVE_BASE * (s + 1) + k
 SCOPE = 1
 VARIANT_SWAP = 0.15  # share of a real distractor's words a variant replaces
 
@@ -146,15 +151,54 @@ def planted_covers(dataset: Path, recognizer: Recognizer) -> dict[int, bytes]:
 
 
 def index_folder(
-    work: Path, size: int, settings: Mapping[str, Any] | None = None, kind: str = "subset"
+    work: Path,
+    size: int,
+    settings: Mapping[str, Any] | None = None,
+    kind: str = "subset",
+    negatives: Sequence[str] = (),
 ) -> Path:
     """Where the ``kind`` index of ``size`` targets is saved. The exact and subset indexes have one folder
-    per set of recognition settings, since a saved index is reused only by the settings it was built with;
-    the word index is built once by ``prepare``, with its defaults."""
-    if not settings or kind == "words":
+    per set of recognition settings and of enrolled negative sets (``negatives``, their names), since a
+    saved index is reused only by the settings and targets it was built with; the word index is built once
+    by ``prepare``, with its defaults."""
+    if (not settings and not negatives) or kind == "words":
         return work / f"index-{size}"
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    key: Any = dict(settings or {})
+    if negatives:
+        key = {"settings": key, "negatives": list(negatives)}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     return work / f"index-{size}-{digest}"
+
+
+def negatives_file(work: Path, negatives: Sequence[NegativeSet]) -> Path:
+    """Where ``prepare`` keeps the analysed enrol photos and the query list of these negative sets."""
+    names = json.dumps([str(n.root.resolve()) for n in negatives])
+    return work / f"negatives-{hashlib.sha256(names.encode()).hexdigest()[:10]}.json"
+
+
+def enrol_negatives(negatives: Sequence[NegativeSet], recognizer: Recognizer) -> list[dict[str, Any]]:
+    """Each set's ``enrol`` photos analysed as AddImage does (by target id, features as hex; a photo AddImage
+    would refuse is counted, not enrolled) and its ``query`` photos."""
+    sets = []
+    for s, negative in enumerate(negatives):
+        enrolled: dict[str, str] = {}
+        refused = 0
+        for k, path in enumerate(negative.enrol):
+            try:
+                blob = recognizer.analyse_target(path.read_bytes()).features_blob
+            except ImageCloudError:
+                refused += 1
+                continue
+            enrolled[str(NEGATIVE_BASE * (s + 1) + k)] = blob.hex()
+        sets.append(
+            {
+                "name": negative.name,
+                "enrolled": enrolled,
+                "refused": refused,
+                "queries": [str(p) for p in negative.queries],
+            }
+        )
+    return sets
 
 
 def measure(
@@ -164,17 +208,23 @@ def measure(
     kind: str,
     mixed_seconds: float,
     overrides: Mapping[str, Any] | None = None,
+    negatives: Path | None = None,
 ) -> dict[str, Any]:
     """Runs in a fresh process: open the saved index, time queries, measure RSS and mixed load.
 
     ``kind``: "exact", "subset" or "words", the index serving the channel. ``overrides``: recognition
     settings by path (as in the service's ``recognition`` table) applied on top of the defaults.
+    ``negatives``: the file ``prepare`` wrote for the negative sets to enrol and query (exact and subset).
     """
     photos, _, held_out = dataset_photos(dataset)
     pool = Pool(work)
     planted_blobs = json.loads((work / "planted.json").read_text())
     planted = {int(k): bytes.fromhex(v) for k, v in planted_blobs.items()}
-    folder = index_folder(work, size, overrides, kind)
+    negative_sets: list[dict[str, Any]] = json.loads(negatives.read_text()) if negatives else []
+    names = [n["name"] for n in negative_sets]
+    for n in negative_sets:  # enrolled beside the covers, in place of as many distractors
+        planted |= {int(k): bytes.fromhex(v) for k, v in n["enrolled"].items()}
+    folder = index_folder(work, size, overrides, kind, names)
     meta = json.loads((folder / "meta.json").read_text())
     n_real = int(meta["real"])
 
@@ -253,6 +303,30 @@ def measure(
             matches = []
         held_ms.append((time.perf_counter() - t0) * 1000)
         false += bool(matches)
+    negative_results = []
+    for n in negative_sets:
+        set_false = 0
+        set_ms: list[float] = []
+        for photo in n["queries"]:
+            data = Path(photo).read_bytes()
+            t0 = time.perf_counter()
+            try:
+                query = recognizer.analyse_query(data)
+                matches = recognizer.search(query, [SCOPE])
+            except ImageCloudError:  # too few keypoints: the service answers 20013, not a match
+                matches = []
+            set_ms.append((time.perf_counter() - t0) * 1000)
+            set_false += bool(matches)
+        negative_results.append(
+            {
+                "set": n["name"],
+                "enrolled": len(n["enrolled"]),
+                "refused": n["refused"],
+                "queries": len(n["queries"]),
+                "false_matches": set_false,
+                "find_ms": percentiles(set_ms),
+            }
+        )
 
     postings = words.posting_stats() if words is not None else {}  # before the mixed load adds targets
     mixed = _mixed_load(recognizer, photos, pool, n_real, mixed_seconds) if mixed_seconds > 0 else {}
@@ -270,6 +344,7 @@ def measure(
         "wrong": wrong,
         "false_matches": false,
         "distractor_queries": len(held_out),
+        "negative_sets": negative_results,
         "word_rank_topk": {str(k): round(float((r < k).mean()), 4) for k in (1, 10, 50, 300)}
         if len(r)
         else {},
@@ -356,9 +431,10 @@ def prepare(
     workers: int,
     sources: Sequence[Path] = (),
     word_index: bool = True,
+    negatives: Sequence[NegativeSet] = (),
 ) -> None:
-    """Render and analyse ``real`` distractors (at most the largest size); with ``word_index``, train the
-    vocabulary, build and save one word index per size."""
+    """Render and analyse ``real`` distractors (at most the largest size) and the ``negatives``' enrol
+    photos; with ``word_index``, train the vocabulary, build and save one word index per size."""
     work.mkdir(parents=True, exist_ok=True)
     largest = max(sizes)
     n_real = min(real, largest)
@@ -368,6 +444,9 @@ def prepare(
     recognizer = Recognizer()
     planted = planted_covers(dataset, recognizer)
     (work / "planted.json").write_text(json.dumps({str(k): v.hex() for k, v in planted.items()}))
+    if negatives and not negatives_file(work, negatives).exists():
+        print("analysing the negative sets' enrol photos", flush=True)
+        negatives_file(work, negatives).write_text(json.dumps(enrol_negatives(negatives, recognizer)))
     if not word_index:
         return
     vocab_path = work / "vocabulary.npz"
@@ -419,19 +498,32 @@ def run(
     sources: Sequence[Path] = (),
     large: Sequence[str] = ("subset", "words"),
     settings: Mapping[str, Any] | None = None,
+    negatives: Sequence[NegativeSet] = (),
 ) -> dict[str, Any]:
     """``real``: distractors rendered and analysed, the rest word-level variants; 0 renders them all.
 
     ``large``: the large-scale indexes measured at every size ("subset", "words"). ``settings``:
     recognition settings by path applied in every measuring process (the word index is still built with
-    its defaults); the exact and subset indexes are saved in a folder of their own per set of settings.
+    its defaults); the exact and subset indexes are saved in a folder of their own per set of settings and
+    of ``negatives`` (sets whose enrol photos are enrolled and query photos queried; not with words).
     """
     settings = dict(settings or {})
     with_overrides(RecognizerSettings(), settings)  # an unknown name fails here, before any work
     real = real if real > 0 else max([*sizes, baseline])
     if exact and baseline > real:  # the baseline is built from rendered distractors only
         raise ValueError(f"the {baseline}-target baseline needs --real of at least {baseline}")
-    prepare(dataset, work, sizes, real, workers, sources, word_index="words" in large)
+    if negatives and "words" in large:
+        raise ValueError(
+            "negative sets are measured on the exact and subset indexes: leave words out of --large"
+        )
+    covers = len(images_in(dataset / "targets"))
+    needed = covers + sum(len(n.enrol) for n in negatives)
+    smallest = min([*sizes, *([baseline] if exact else [])])
+    if needed > smallest:
+        raise ValueError(f"{smallest} targets cannot hold the {needed} covers and negative enrol photos")
+    prepare(dataset, work, sizes, real, workers, sources, word_index="words" in large, negatives=negatives)
+    names = [n.name for n in negatives]
+    neg_file = str(negatives_file(work, negatives)) if negatives else ""
     results = []
     # The exact index at ``baseline`` targets is the recall baseline. Sizes below the service's
     # large_min_targets are measured on both indexes: the exact one is what the service uses there, the word
@@ -442,7 +534,7 @@ def run(
     runs = [(s, "exact") for s in exact_sizes if exact]
     runs += [(s, kind) for s in sizes for kind in large if kind == "words" or s <= real]
     for size, kind in runs:
-        folder = index_folder(work, size, settings, kind)
+        folder = index_folder(work, size, settings, kind, names)
         if kind != "words":
             folder.mkdir(parents=True, exist_ok=True)
             if not (folder / "meta.json").exists():
@@ -459,6 +551,7 @@ def run(
                 kind,
                 str(mixed_seconds if kind != "exact" else 0),
                 json.dumps(settings),
+                neg_file,
             ],
             check=True,
             capture_output=True,
@@ -528,6 +621,22 @@ def markdown(report: dict[str, Any]) -> str:
             f"{rp['p50']} / {rp['p95']} | {dp['p50']} / {dp['p95']} | {ranking} | "
             f"{r['index_rss_bytes_per_target']:,} | {r['restart_to_ready_s']} | {mixed} |"
         )
+    sets = [(r, n) for r in report["runs"] for n in r.get("negative_sets") or []]
+    if sets:
+        lines += [
+            "",
+            "Photos of nothing enrolled, per negative set (its enrol photos enrolled among the distractors):",
+            "",
+            "| targets | index | set | enrolled | photos | false matches | find p50 / p95 ms |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r, n in sets:
+            share = 100 * n["false_matches"] / max(1, n["queries"])
+            ms = n["find_ms"]
+            lines.append(
+                f"| {r['targets']:,} | {r['index']} | {n['set']} | {n['enrolled']} | {n['queries']} | "
+                f"{n['false_matches']} ({share:.1f}%) | {ms.get('p50')} / {ms.get('p95')} |"
+            )
     lines.append("")
     return "\n".join(lines)
 
@@ -565,7 +674,8 @@ def settings_from(pairs: Sequence[str]) -> dict[str, Any]:
 def _main(argv: list[str]) -> None:
     dataset, work, size, kind, mixed, *rest = argv
     overrides = json.loads(rest[0]) if rest else {}
-    result = measure(Path(dataset), Path(work), int(size), kind, float(mixed), overrides)
+    negatives = Path(rest[1]) if len(rest) > 1 and rest[1] else None
+    result = measure(Path(dataset), Path(work), int(size), kind, float(mixed), overrides, negatives)
     print(json.dumps(result))
 
 
