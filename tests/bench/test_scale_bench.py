@@ -138,6 +138,8 @@ def test_negative_sets_are_enrolled_among_the_distractors_and_queried(
     (kinds,) = run["negative_sets"]
     assert (kinds["set"], kinds["enrolled"], kinds["queries"], kinds["false_matches"]) == ("kinds", 2, 2, 1)
     assert kinds["find_ms"]["p50"] > 0
+    (answer,) = kinds["answered"]  # the enrol photo's copy, answered with the enrol photo's id
+    assert answer["photo"].endswith("kind_200_again.jpg") and answer["target"] == scale.NEGATIVE_BASE
     assert scale.index_folder(tmp_path / "work", 30, None, "subset", ["kinds"]) != scale.index_folder(
         tmp_path / "work", 30
     )

@@ -306,6 +306,7 @@ def measure(
     negative_results = []
     for n in negative_sets:
         set_false = 0
+        answered: list[dict[str, Any]] = []  # the false matches: photo, target id answered, score
         set_ms: list[float] = []
         for photo in n["queries"]:
             data = Path(photo).read_bytes()
@@ -317,6 +318,8 @@ def measure(
                 matches = []
             set_ms.append((time.perf_counter() - t0) * 1000)
             set_false += bool(matches)
+            if matches:
+                answered.append({"photo": photo, "target": matches[0].target_id, "score": matches[0].score})
         negative_results.append(
             {
                 "set": n["name"],
@@ -324,6 +327,7 @@ def measure(
                 "refused": n["refused"],
                 "queries": len(n["queries"]),
                 "false_matches": set_false,
+                "answered": answered,
                 "find_ms": percentiles(set_ms),
             }
         )
