@@ -291,42 +291,18 @@ def measure(
             hits = words.search(query.features.descriptors, [SCOPE], 300)
             ids_ranked = [h.target for h in hits]
             ranks.append(ids_ranked.index(truth) if truth in ids_ranked else 10**6)
-    false = 0
-    held_ms: list[float] = []
-    for path in held_out:
-        data = path.read_bytes()
-        t0 = time.perf_counter()
-        try:
-            query = recognizer.analyse_query(data)
-            matches = recognizer.search(query, [SCOPE])
-        except Exception:  # too few keypoints: the service answers 20013, not a match
-            matches = []
-        held_ms.append((time.perf_counter() - t0) * 1000)
-        false += bool(matches)
+    held_ms, held_answered = _photos_of_nothing(recognizer, held_out)
+    false = len(held_answered)
     negative_results = []
     for n in negative_sets:
-        set_false = 0
-        answered: list[dict[str, Any]] = []  # the false matches: photo, target id answered, score
-        set_ms: list[float] = []
-        for photo in n["queries"]:
-            data = Path(photo).read_bytes()
-            t0 = time.perf_counter()
-            try:
-                query = recognizer.analyse_query(data)
-                matches = recognizer.search(query, [SCOPE])
-            except ImageCloudError:  # too few keypoints: the service answers 20013, not a match
-                matches = []
-            set_ms.append((time.perf_counter() - t0) * 1000)
-            set_false += bool(matches)
-            if matches:
-                answered.append({"photo": photo, "target": matches[0].target_id, "score": matches[0].score})
+        set_ms, answered = _photos_of_nothing(recognizer, [Path(p) for p in n["queries"]])
         negative_results.append(
             {
                 "set": n["name"],
                 "enrolled": len(n["enrolled"]),
                 "refused": n["refused"],
                 "queries": len(n["queries"]),
-                "false_matches": set_false,
+                "false_matches": len(answered),
                 "answered": answered,
                 "find_ms": percentiles(set_ms),
             }
@@ -359,6 +335,26 @@ def measure(
         "posting_stats": postings,
         "mixed_load": mixed,
     }
+
+
+def _photos_of_nothing(
+    recognizer: Recognizer, paths: Sequence[Path]
+) -> tuple[list[float], list[dict[str, Any]]]:
+    """FindImage time of each photo (ms), and the photos answered anyway: photo, target id, score."""
+    ms: list[float] = []
+    answered: list[dict[str, Any]] = []
+    for path in paths:
+        data = path.read_bytes()
+        t0 = time.perf_counter()
+        try:
+            query = recognizer.analyse_query(data)
+            matches = recognizer.search(query, [SCOPE])
+        except ImageCloudError:  # too few keypoints: the service answers 20013, not a match
+            matches = []
+        ms.append((time.perf_counter() - t0) * 1000)
+        if matches:
+            answered.append({"photo": str(path), "target": matches[0].target_id, "score": matches[0].score})
+    return ms, answered
 
 
 def _mixed_load(
@@ -448,9 +444,10 @@ def prepare(
     recognizer = Recognizer()
     planted = planted_covers(dataset, recognizer)
     (work / "planted.json").write_text(json.dumps({str(k): v.hex() for k, v in planted.items()}))
-    if negatives and not negatives_file(work, negatives).exists():
+    enrolled = negatives_file(work, negatives)
+    if negatives and not enrolled.exists():
         print("analysing the negative sets' enrol photos", flush=True)
-        negatives_file(work, negatives).write_text(json.dumps(enrol_negatives(negatives, recognizer)))
+        enrolled.write_text(json.dumps(enrol_negatives(negatives, recognizer)))
     if not word_index:
         return
     vocab_path = work / "vocabulary.npz"
