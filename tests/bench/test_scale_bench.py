@@ -167,3 +167,26 @@ def test_cli_refuses_a_bad_setting_before_any_work(
     assert result.exit_code == 2
     assert reason in " ".join(result.output.replace("│", " ").split())  # the error box wraps lines
     assert not work.exists() and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        (["--negatives", "{missing}", "--large", "subset"], "holds no JPEG or PNG files"),
+        (["--negatives", "{dataset}/distractors"], "measured on the exact and subset indexes"),
+    ],
+)
+def test_cli_refuses_bad_negatives_before_any_work(
+    dataset_dir: Path, tmp_path: Path, extra: list[str], reason: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from imagecloud.cli import app
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    fill = {"missing": str(tmp_path / "missing"), "dataset": str(dataset_dir)}
+    args = ["bench", "scale", str(dataset_dir), "--work", str(work), "--out", str(out)]
+    result = CliRunner().invoke(app, args + [a.format(**fill) for a in extra])
+    assert result.exit_code == 2
+    assert reason in " ".join(result.output.replace("│", " ").split())  # the error box wraps lines
+    assert not work.exists() and not out.exists()
